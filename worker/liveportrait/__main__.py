@@ -1,0 +1,97 @@
+"""Command line: edit one portrait.
+
+    python -m worker.liveportrait INPUT_IMAGE OUTPUT_IMAGE --weights DIR [--params JSON]
+
+JSON holds any endpoint fields besides `image_url`, e.g. '{"smile": 1, "output_format": "png"}'
+(or @file.json). Prints the output's width, height and timings; on bad input it exits non-zero
+with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .errors import EngineError
+from .params import EditParams
+
+EXTENSION_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def parse_params(text: str | None, output: Path) -> EditParams:
+    raw: object = {}
+    if text:
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text()
+        raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("--params must be a JSON object")
+    if "image_url" in raw:
+        raise ValueError("image_url is not accepted here; pass the image as INPUT_IMAGE")
+    if "output_format" not in raw and output.suffix.lower() in EXTENSION_FORMATS:
+        raw["output_format"] = EXTENSION_FORMATS[output.suffix.lower()]
+    return EditParams.model_validate(raw)
+
+
+def describe_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "params"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid --params: " + "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.liveportrait", description=__doc__.split("\n")[0])
+    parser.add_argument("input", type=Path, help="portrait to edit (JPEG, PNG or WebP)")
+    parser.add_argument("output", type=Path, help="where to write the edited image")
+    parser.add_argument("--weights", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", "weights")),
+                        help="folder laid out as the official liveportrait/ (default: $WEIGHTS_DIR or ./weights)")
+    parser.add_argument("--params", help="JSON object of endpoint fields, or @file.json")
+    parser.add_argument("--device", default=os.environ.get("DEVICE", "auto"), help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--half", action="store_true", help="float16 autocast on CUDA")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--arch", default=os.environ.get("ENGINE_ARCH", "full"), help="full (official) or tiny")
+    args = parser.parse_args(argv)
+
+    try:
+        params = parse_params(args.params, args.output)
+    except ValidationError as exc:
+        return fail(describe_validation(exc), 2)
+    except (ValueError, OSError) as exc:  # JSONDecodeError is a ValueError
+        return fail(f"invalid --params: {exc}", 2)
+    try:
+        data = args.input.read_bytes()
+    except OSError as exc:
+        return fail(f"cannot read {args.input}: {exc.strerror or exc}", 2)
+
+    from .engine import Engine  # heavy imports only once the arguments are known to be good
+
+    try:
+        engine = Engine.load(args.weights, device=args.device, half=args.half, threads=args.threads, arch=args.arch)
+        result = engine.edit(data, params)
+    except (EngineError, ValueError) as exc:
+        return fail(str(exc))
+    try:
+        args.output.write_bytes(result.data)
+    except OSError as exc:
+        return fail(f"cannot write {args.output}: {exc.strerror or exc}")
+    stages = " ".join(f"{k}={v:.3f}s" for k, v in result.timings.items() if k != "total")
+    print(f"width={result.width} height={result.height} format={params.output_format} "
+          f"time={result.timings['total']:.3f}s device={engine.device}")
+    print(f"stages: {stages}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The image edit, end to end: decode, detect, crop, the four networks, paste back, encode.
+
+`Engine.load` builds and loads the networks once; `Engine.edit` is then called for every request.
+The per-portrait half (`prepare`) is separate from the per-edit half (`render`) so that callers
+can reuse a prepared portrait for several edits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import keypoints as kp
+from .arch import Arch, get_arch
+from .crop import crop_transform, network_input, warp_crop, whole_image_transform
+from .errors import NoFaceError
+from .face import get_detector, lip_open_ratio
+from .imageio import decode_image, encode_image
+from .params import EditParams
+from .pasteback import paste_back, resize_crop
+from .weights import Networks, load_networks
+
+LogFn = Callable[[str], None]
+CheckFn = Callable[[], None]
+
+
+@dataclass
+class EditResult:
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedPortrait:
+    """Everything an edit needs that depends only on the image and the crop settings."""
+
+    image: np.ndarray  # the decoded original, RGB uint8
+    m_c2o: np.ndarray  # crop -> original, 3x3
+    crop_size: int
+    feature: torch.Tensor  # F's volume
+    motion: kp.SourceMotion
+    x_s: torch.Tensor
+    lip_ratio: float | None  # None when no face landmarks were available
+
+
+class _Timer:
+    def __init__(self, log: LogFn | None, check: CheckFn | None) -> None:
+        self.timings: dict[str, float] = {}
+        self.log = log
+        self.check = check
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.check is not None:
+            self.check()
+        start = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - start
+        self.timings[name] = self.timings.get(name, 0.0) + elapsed
+        if self.log is not None:
+            self.log(f"{name}: {elapsed * 1000:.0f} ms")
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+class Engine:
+    def __init__(self, nets: Networks, arch: Arch, device: torch.device, half: bool) -> None:
+        self.nets = nets
+        self.arch = arch
+        self.device = device
+        # float16 autocast only makes sense (and is only offered by the official code) on CUDA
+        self.half = half and device.type == "cuda"
+
+    @classmethod
+    def load(
+        cls,
+        weights_dir: Path | str,
+        *,
+        device: str | None = None,
+        half: bool = False,
+        threads: int | None = None,
+        arch: str | Arch = "full",
+    ) -> Engine:
+        if threads:
+            torch.set_num_threads(threads)
+        arch_obj = get_arch(arch) if isinstance(arch, str) else arch
+        nets = load_networks(weights_dir, arch_obj)
+        nets.decoder.fold_spectral_norm()
+        dev = pick_device(device)
+        for module in nets.modules():
+            module.to(dev)
+        return cls(nets, arch_obj, dev, half)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.half:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    # -- per portrait -------------------------------------------------------------------------
+    def prepare(self, image: np.ndarray, params: EditParams, timer: _Timer) -> PreparedPortrait:
+        need_face = params.flag_do_crop or params.enable_safety_checker or params.flag_lip_zero
+        face = None
+        if need_face:
+            with timer.stage("detect"):
+                faces = get_detector().detect(image)
+            if faces:
+                face = faces[0]  # largest first
+                if timer.log is not None:
+                    timer.log(f"found {len(faces)} face(s); editing the largest")
+            elif params.enable_safety_checker:
+                raise NoFaceError("no face detected in the image (safety checker); send a portrait")
+            elif params.flag_do_crop:
+                raise NoFaceError("no face found to crop; send a portrait or set flag_do_crop to false")
+
+        with timer.stage("crop"):
+            h, w = image.shape[:2]
+            if params.flag_do_crop and face is not None:
+                m_o2c, m_c2o = crop_transform(
+                    face.landmarks,
+                    dsize=params.dsize,
+                    scale=params.scale,
+                    vx_ratio=params.vx_ratio,
+                    vy_ratio=params.vy_ratio,
+                    flag_do_rot=params.flag_do_rot,
+                )
+            else:
+                m_o2c, m_c2o = whole_image_transform(w, h, params.dsize)
+            crop = warp_crop(image, m_o2c, params.dsize)
+            source = torch.from_numpy(network_input(crop)).to(self.device)
+
+        with torch.inference_mode(), self._autocast():
+            with timer.stage("appearance"):
+                feature = self.nets.appearance(source)
+            with timer.stage("motion"):
+                raw = {k: v.float() for k, v in self.nets.motion(source).items()}
+        motion = kp.source_motion(raw)
+        x_s = kp.source_keypoints(motion)
+        lip_ratio = lip_open_ratio(face.landmarks) if face is not None else None
+        return PreparedPortrait(image, m_c2o, params.dsize, feature, motion, x_s, lip_ratio)
+
+    # -- per edit -----------------------------------------------------------------------------
+    def driving_keypoints(self, prep: PreparedPortrait, params: EditParams) -> torch.Tensor:
+        delta_exp, delta_rot = kp.expression_deltas(params.model_dump(), self.arch.num_kp)
+        with torch.inference_mode():
+            x_d = kp.driving_keypoints(prep.motion, delta_exp.to(self.device), delta_rot)
+            x_d = kp.stitch(self.nets.stitching, prep.x_s, x_d)
+            if (
+                params.flag_lip_zero
+                and prep.lip_ratio is not None
+                and prep.lip_ratio >= kp.LIP_ZERO_THRESHOLD
+            ):
+                x_d = x_d + kp.lip_delta(self.nets.lip, prep.x_s, prep.lip_ratio, 0.0)
+        return x_d
+
+    def render(self, prep: PreparedPortrait, params: EditParams, timer: _Timer) -> np.ndarray:
+        x_d = self.driving_keypoints(prep, params)
+        with torch.inference_mode(), self._autocast():
+            with timer.stage("warping"):
+                warped = self.nets.warping(prep.feature, kp_driving=x_d, kp_source=prep.x_s)["out"]
+            with timer.stage("decoder"):
+                out = self.nets.decoder(warped)
+        # truncation, not rounding, as the official output conversion does
+        crop512 = (out[0].float().permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
+        with timer.stage("pasteback"):
+            if params.flag_pasteback:
+                return paste_back(crop512, prep.m_c2o, prep.image, crop_size=prep.crop_size)
+            return resize_crop(crop512, prep.crop_size)
+
+    def edit(
+        self,
+        image: bytes,
+        params: EditParams,
+        *,
+        log: LogFn | None = None,
+        check: CheckFn | None = None,
+        max_pixels: int = 40_000_000,
+    ) -> EditResult:
+        timer = _Timer(log, check)
+        start = time.perf_counter()
+        with timer.stage("decode"):
+            rgb = decode_image(image, max_pixels=max_pixels)
+        prep = self.prepare(rgb, params, timer)
+        result = self.render(prep, params, timer)
+        with timer.stage("encode"):
+            data, content_type = encode_image(result, params.output_format)
+        timer.timings["total"] = time.perf_counter() - start
+        height, width = result.shape[:2]
+        return EditResult(data, content_type, width, height, timer.timings)

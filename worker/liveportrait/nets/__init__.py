@@ -1,0 +1,1 @@
+"""The five LivePortrait networks, written to the official checkpoints' module paths."""
