@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_DIR ?= ./weights
 export WEIGHTS_DIR
 
-.PHONY: install test lint weights bench-engine
+.PHONY: install test lint weights bench-engine run
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The whole service in the foreground: PostgreSQL, Redis and S3 under ./var, the API and a worker.
+run: $(STAMP)
+	$(PY) -m api.localrun
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

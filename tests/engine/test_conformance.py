@@ -20,7 +20,9 @@ from worker.liveportrait.weights import Networks, load_networks
 REL_TOL = 1e-4
 
 
-def assert_close(actual: torch.Tensor | np.ndarray, expected: np.ndarray, name: str, tol: float = REL_TOL) -> None:
+def assert_close(
+    actual: torch.Tensor | np.ndarray, expected: np.ndarray, name: str, tol: float = REL_TOL
+) -> None:
     got = actual.detach().float().cpu().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual)
     ref = expected.astype(np.float32)
     assert got.shape == ref.shape, f"{name}: shape {got.shape} != {ref.shape}"

@@ -63,7 +63,11 @@ def test_pupil_y_moves_pupils_and_drives_blink() -> None:
 
 
 def test_controls_add_up() -> None:
-    parts = [kp.expression_deltas({"smile": 0.5}), kp.expression_deltas({"wink": 5}), kp.expression_deltas({"aaa": 20})]
+    parts = [
+        kp.expression_deltas({"smile": 0.5}),
+        kp.expression_deltas({"wink": 5}),
+        kp.expression_deltas({"aaa": 20}),
+    ]
     delta, rot = kp.expression_deltas({"smile": 0.5, "wink": 5, "aaa": 20})
     np.testing.assert_allclose(delta.numpy(), sum(p[0].numpy() for p in parts), atol=1e-8)
     np.testing.assert_allclose(rot, np.sum([p[1] for p in parts], axis=0), atol=1e-9)
@@ -80,7 +84,11 @@ def rot(axis: str, deg: float) -> np.ndarray:
 
 def test_rotation_matrix_is_transpose_of_rz_ry_rx() -> None:
     pitch, yaw, roll = 12.0, -25.0, 7.5
-    got = kp.rotation_matrix(torch.tensor([pitch]), torch.tensor([yaw]), torch.tensor([roll]))[0].double().numpy()
+    got = (
+        kp.rotation_matrix(torch.tensor([pitch]), torch.tensor([yaw]), torch.tensor([roll]))[0]
+        .double()
+        .numpy()
+    )
     expected = (rot("z", roll) @ rot("y", yaw) @ rot("x", pitch)).T
     np.testing.assert_allclose(got, expected, atol=1e-6)
 

@@ -55,13 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.liveportrait", description=__doc__.split("\n")[0])
     parser.add_argument("input", type=Path, help="portrait to edit (JPEG, PNG or WebP)")
     parser.add_argument("output", type=Path, help="where to write the edited image")
-    parser.add_argument("--weights", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", "weights")),
-                        help="folder laid out as the official liveportrait/ (default: $WEIGHTS_DIR or ./weights)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=Path(os.environ.get("WEIGHTS_DIR", "weights")),
+        help="folder laid out as the official liveportrait/ (default: $WEIGHTS_DIR or ./weights)",
+    )
     parser.add_argument("--params", help="JSON object of endpoint fields, or @file.json")
-    parser.add_argument("--device", default=os.environ.get("DEVICE", "auto"), help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--device", default=os.environ.get("DEVICE", "auto"), help="auto, cpu, cuda or cuda:N"
+    )
     parser.add_argument("--half", action="store_true", help="float16 autocast on CUDA")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("--arch", default=os.environ.get("ENGINE_ARCH", "full"), help="full (official) or tiny")
+    parser.add_argument(
+        "--arch", default=os.environ.get("ENGINE_ARCH", "full"), help="full (official) or tiny"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -78,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import Engine  # heavy imports only once the arguments are known to be good
 
     try:
-        engine = Engine.load(args.weights, device=args.device, half=args.half, threads=args.threads, arch=args.arch)
+        engine = Engine.load(
+            args.weights, device=args.device, half=args.half, threads=args.threads, arch=args.arch
+        )
         result = engine.edit(data, params)
     except (EngineError, ValueError) as exc:
         return fail(str(exc))
@@ -87,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         return fail(f"cannot write {args.output}: {exc.strerror or exc}")
     stages = " ".join(f"{k}={v:.3f}s" for k, v in result.timings.items() if k != "total")
-    print(f"width={result.width} height={result.height} format={params.output_format} "
-          f"time={result.timings['total']:.3f}s device={engine.device}")
+    print(
+        f"width={result.width} height={result.height} format={params.output_format} "
+        f"time={result.timings['total']:.3f}s device={engine.device}"
+    )
     print(f"stages: {stages}")
     return 0
 

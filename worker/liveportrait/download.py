@@ -18,7 +18,9 @@ from .weights import BASE_FILES, STITCHING_FILE
 REPO_ID = "KwaiVGI/LivePortrait"
 REPO_FOLDER = "liveportrait"
 SHA256 = {
-    BASE_FILES["appearance_feature_extractor"]: "5279bb8654293dbdf327030b397f107237dd9212fb11dd75b83dfb635211ceb5",
+    BASE_FILES[
+        "appearance_feature_extractor"
+    ]: "5279bb8654293dbdf327030b397f107237dd9212fb11dd75b83dfb635211ceb5",
     BASE_FILES["motion_extractor"]: "251e6a94ad667a1d0c69526d292677165110ef7f0cf0f6d199f0e414e8aa0ca5",
     BASE_FILES["warping_module"]: "2f61a6f265fe344f14132364859a78bdbbc2068577170693da57fb96d636e282",
     BASE_FILES["spade_generator"]: "4780afc7909a9f84e24c01d73b31a555ef651521a1fe3b2429bd04534d992aee",
@@ -62,7 +64,9 @@ def download(dest: Path, *, repo_id: str = REPO_ID) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dest", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", "weights")))
-    parser.add_argument("--check", action="store_true", help="only verify what is there; exit 1 if incomplete")
+    parser.add_argument(
+        "--check", action="store_true", help="only verify what is there; exit 1 if incomplete"
+    )
     args = parser.parse_args(argv)
     if args.check:
         complete = weights_complete(args.dest)

@@ -176,7 +176,9 @@ class Engine:
             with timer.stage("decoder"):
                 out = self.nets.decoder(warped)
         # truncation, not rounding, as the official output conversion does
-        crop512 = (out[0].float().permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
+        crop512 = (
+            (out[0].float().permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
+        )
         with timer.stage("pasteback"):
             if params.flag_pasteback:
                 return paste_back(crop512, prep.m_c2o, prep.image, crop_size=prep.crop_size)

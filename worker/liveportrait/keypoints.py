@@ -74,12 +74,21 @@ _WINK = ((11, 1, 0.001), (13, 1, -0.0003), (17, 0, 0.0003), (17, 1, 0.0003), (3,
 _PUPIL_X_POS = ((11, 0, 0.0007), (15, 0, 0.001))
 _PUPIL_X_NEG = ((11, 0, 0.001), (15, 0, 0.0007))
 _PUPIL_Y = ((11, 1, -0.001), (15, 1, -0.001))
-_BLINK = ((11, 1, -0.001), (13, 1, 0.0003), (15, 1, -0.001), (16, 1, 0.0003), (1, 1, -0.00025), (2, 1, 0.00025))
+_BLINK = (
+    (11, 1, -0.001),
+    (13, 1, 0.0003),
+    (15, 1, -0.001),
+    (16, 1, 0.0003),
+    (1, 1, -0.00025),
+    (2, 1, 0.00025),
+)
 _EYEBROW_UP = ((1, 1, 0.001), (2, 1, -0.001))
 _EYEBROW_DOWN = ((1, 0, -0.001), (2, 0, 0.001), (1, 1, 0.0003), (2, 1, -0.0003))
 
 
-def expression_deltas(values: dict[str, float], num_kp: int = 21) -> tuple[torch.Tensor, tuple[float, float, float]]:
+def expression_deltas(
+    values: dict[str, float], num_kp: int = 21
+) -> tuple[torch.Tensor, tuple[float, float, float]]:
     """The expression editor's keypoint deltas (1,K,3) and pose delta (pitch, yaw, roll) in degrees.
 
     Yaw is negated, `aaa` tilts the head down and `wink` turns and tilts it, as the editor does.
@@ -107,7 +116,9 @@ def expression_deltas(values: dict[str, float], num_kp: int = 21) -> tuple[torch
     return delta, (pitch, yaw, roll)
 
 
-def driving_keypoints(m: SourceMotion, delta_exp: torch.Tensor, delta_rot: tuple[float, float, float]) -> torch.Tensor:
+def driving_keypoints(
+    m: SourceMotion, delta_exp: torch.Tensor, delta_rot: tuple[float, float, float]
+) -> torch.Tensor:
     """x_d = scale * ((kp + exp + delta) R_new^T) + t, with the full t (t_z included), as the editor does."""
     dp, dy, dr = delta_rot
     rot = rotation_matrix(m.pitch + dp, m.yaw + dy, m.roll + dr)
@@ -125,13 +136,17 @@ def stitch(stitching_mlp: torch.nn.Module, x_s: torch.Tensor, x_d: torch.Tensor)
     return x + shift
 
 
-def lip_delta(lip_mlp: torch.nn.Module, x_s: torch.Tensor, source_ratio: float, target_ratio: float) -> torch.Tensor:
+def lip_delta(
+    lip_mlp: torch.nn.Module, x_s: torch.Tensor, source_ratio: float, target_ratio: float
+) -> torch.Tensor:
     b, k, _ = x_s.shape
     ratios = torch.tensor([[source_ratio, target_ratio]], dtype=x_s.dtype, device=x_s.device).expand(b, 2)
     return lip_mlp(torch.cat([x_s.reshape(b, -1), ratios], dim=1)).reshape(b, k, 3)
 
 
-def eye_delta(eye_mlp: torch.nn.Module, x_s: torch.Tensor, left: float, right: float, target: float) -> torch.Tensor:
+def eye_delta(
+    eye_mlp: torch.nn.Module, x_s: torch.Tensor, left: float, right: float, target: float
+) -> torch.Tensor:
     b, k, _ = x_s.shape
     ratios = torch.tensor([[left, right, target]], dtype=x_s.dtype, device=x_s.device).expand(b, 3)
     return eye_mlp(torch.cat([x_s.reshape(b, -1), ratios], dim=1)).reshape(b, k, 3)

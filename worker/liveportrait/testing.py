@@ -76,7 +76,11 @@ def write_random_weights(dest: Path | str, *, arch: str | Arch = "tiny", seed: i
         torch.save(random_state_dict(base[name], seed), path)
     bundle = {
         part: {f"module.{k}": v for k, v in random_state_dict(module, seed).items()}
-        for part, module in (("retarget_shoulder", nets.stitching), ("retarget_mouth", nets.lip), ("retarget_eye", nets.eye))
+        for part, module in (
+            ("retarget_shoulder", nets.stitching),
+            ("retarget_mouth", nets.lip),
+            ("retarget_eye", nets.eye),
+        )
     }
     path = dest / STITCHING_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -78,16 +78,24 @@ def check_state_dict(module: nn.Module, state: object, where: str) -> None:
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     if missing:
-        raise WeightsError(f"{where}: missing tensor {missing[0]!r}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise WeightsError(
+            f"{where}: missing tensor {missing[0]!r}"
+            + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     extra = [k for k in state if k not in expected]
     if extra:
-        raise WeightsError(f"{where}: unexpected tensor {extra[0]!r}" + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else ""))
+        raise WeightsError(
+            f"{where}: unexpected tensor {extra[0]!r}"
+            + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
     for key, ref in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor):
             raise WeightsError(f"{where}: {key!r} is not a tensor")
         if tuple(value.shape) != tuple(ref.shape):
-            raise WeightsError(f"{where}: {key!r} has shape {tuple(value.shape)}, expected {tuple(ref.shape)}")
+            raise WeightsError(
+                f"{where}: {key!r} has shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
+            )
 
 
 def load_networks(weights_dir: Path | str, arch: Arch | str) -> Networks:
@@ -96,7 +104,9 @@ def load_networks(weights_dir: Path | str, arch: Arch | str) -> Networks:
     if isinstance(arch, str):
         arch = get_arch(arch)
     if not weights_dir.is_dir():
-        raise WeightsError(f"model weights not installed: {weights_dir} is not a directory (run `make weights`)")
+        raise WeightsError(
+            f"model weights not installed: {weights_dir} is not a directory (run `make weights`)"
+        )
     nets = build_networks(arch)
     targets = {
         "appearance_feature_extractor": nets.appearance,

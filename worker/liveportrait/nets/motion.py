@@ -51,7 +51,9 @@ class ConvNeXtV2(nn.Module):
             self.downsample_layers.append(
                 nn.Sequential(LayerNorm2d(dims[i]), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2))
             )
-        self.stages = nn.ModuleList(nn.Sequential(*(ConvNeXtBlock(d) for _ in range(n))) for d, n in zip(dims, depths, strict=True))
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(ConvNeXtBlock(d) for _ in range(n))) for d, n in zip(dims, depths, strict=True)
+        )
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         kp3 = arch.num_kp * 3
         self.fc_kp = nn.Linear(dims[-1], kp3)

@@ -31,7 +31,9 @@ class Encoder(nn.Module):
     def __init__(self, be: int, in_features: int, num_blocks: int, max_features: int) -> None:
         super().__init__()
         self.down_blocks = nn.ModuleList(
-            DownBlock3d(in_features if i == 0 else min(max_features, be * 2**i), min(max_features, be * 2 ** (i + 1)))
+            DownBlock3d(
+                in_features if i == 0 else min(max_features, be * 2**i), min(max_features, be * 2 ** (i + 1))
+            )
             for i in range(num_blocks)
         )
 
@@ -48,7 +50,9 @@ class Decoder(nn.Module):
         blocks = []
         for i in reversed(range(num_blocks)):
             mult = 1 if i == num_blocks - 1 else 2
-            blocks.append(UpBlock3d(mult * min(max_features, be * 2 ** (i + 1)), min(max_features, be * 2**i)))
+            blocks.append(
+                UpBlock3d(mult * min(max_features, be * 2 ** (i + 1)), min(max_features, be * 2**i))
+            )
         self.up_blocks = nn.ModuleList(blocks)
         self.out_filters = be + in_features
         self.conv = nn.Conv3d(self.out_filters, self.out_filters, kernel_size=3, padding=1)
@@ -78,7 +82,9 @@ class DenseMotionNetwork(nn.Module):
         super().__init__()
         self.num_kp = arch.num_kp
         in_features = (arch.num_kp + 1) * (arch.dm_compress + 1)
-        self.hourglass = Hourglass(arch.dm_block_expansion, in_features, arch.dm_num_blocks, arch.dm_max_features)
+        self.hourglass = Hourglass(
+            arch.dm_block_expansion, in_features, arch.dm_num_blocks, arch.dm_max_features
+        )
         self.mask = nn.Conv3d(self.hourglass.out_filters, arch.num_kp + 1, kernel_size=7, padding=3)
         self.compress = nn.Conv3d(arch.feat_channels, arch.dm_compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(arch.dm_compress, affine=True)
@@ -95,7 +101,9 @@ class DenseMotionNetwork(nn.Module):
         grid = coordinate_grid(d, h, w, like=feat)  # (D,H,W,3)
         # background motion (identity) followed by one pure translation per keypoint
         shift = (kp_source - kp_driving).view(b, k, 1, 1, 1, 3)
-        motions = torch.cat([grid.expand(b, 1, d, h, w, 3), grid.unsqueeze(0) + shift], dim=1)  # (B,K+1,D,H,W,3)
+        motions = torch.cat(
+            [grid.expand(b, 1, d, h, w, 3), grid.unsqueeze(0) + shift], dim=1
+        )  # (B,K+1,D,H,W,3)
 
         repeated = feat.unsqueeze(1).expand(b, k + 1, c, d, h, w).reshape(b * (k + 1), c, d, h, w)
         deformed = F.grid_sample(repeated, motions.reshape(b * (k + 1), d, h, w, 3), align_corners=False)

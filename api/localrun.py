@@ -1,0 +1,174 @@
+"""`make run`: the whole service on one machine, in the foreground, without Docker.
+
+Starts PostgreSQL, Redis and an S3 server under LOCAL_DATA_DIR (./var; data survives restarts),
+migrates the database, then runs the API and one worker as child processes until Ctrl-C. When
+DATABASE_URL, REDIS_URL or S3_ENDPOINT_URL is set, those servers are used instead and none is
+started. Missing weights are fetched when the hub answers; without them the service still runs
+and fails requests with "model weights not installed".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from urllib.parse import urlsplit
+
+from core.config import Settings, get_settings
+from core.migrate import upgrade
+from worker.queues import all_queues
+
+EXTERNAL_SERVER_VARS = ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL")
+STOP_TIMEOUT_S = 40.0
+
+
+def say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname or "", endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_weights(settings: Settings) -> None:
+    if settings.engine_arch != "full":
+        return
+    from worker.liveportrait.download import weights_complete
+
+    if weights_complete(settings.weights_dir):
+        say(f"weights: {settings.weights_dir} is complete")
+        return
+    if not hub_reachable():
+        say(f"weights: missing in {settings.weights_dir} and the hub is unreachable; requests will fail")
+        say("          with 'model weights not installed' until `make weights` has run")
+        return
+    say(f"weights: fetching into {settings.weights_dir} (make weights)")
+    command = [sys.executable, "-m", "worker.liveportrait.download", "--dest", str(settings.weights_dir)]
+    if subprocess.run(command, check=False).returncode != 0:
+        say("weights: download failed; the service runs and reports missing weights per request")
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Own process group: Ctrl-C reaches only this runner, which then stops children in order.
+    return subprocess.Popen(argv, env=env, start_new_session=True)
+
+
+def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def wait_healthy(url: str, children: list[subprocess.Popen[bytes]], stop: threading.Event) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not stop.is_set():
+        if any(child.poll() is not None for child in children):
+            say("a child process exited during startup; stopping")
+            return False
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    if not stop.is_set():
+        say("the API did not answer within 120 s; stopping")
+    return False
+
+
+def main() -> int:
+    settings = get_settings()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    ensure_weights(settings)
+    env = dict(os.environ)
+    with ExitStack() as cleanup:
+        if any(os.environ.get(name) for name in EXTERNAL_SERVER_VARS):
+            say("servers: using DATABASE_URL, REDIS_URL and S3_ENDPOINT_URL from the environment")
+        else:
+            from stack.servers import LocalStack
+
+            data_dir = settings.local_data_dir.resolve() / "stack"
+            say(f"servers: starting PostgreSQL, Redis and S3 under {data_dir}")
+            stack = cleanup.enter_context(LocalStack(data_dir, persistent=True))
+            env.update(stack.env())
+        os.environ.update(env)
+        get_settings.cache_clear()
+        settings = get_settings()
+
+        say("database: migrating")
+        upgrade(settings.database_url)
+
+        children: list[subprocess.Popen[bytes]] = []
+        cleanup.callback(stop_all, children)
+        children.append(
+            spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.main:app",
+                    "--host",
+                    settings.host,
+                    "--port",
+                    str(settings.port),
+                    "--proxy-headers",
+                ],
+                env,
+            )
+        )
+        children.append(
+            spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app",
+                    "worker",
+                    "-Q",
+                    ",".join(all_queues(settings)),
+                    "--loglevel",
+                    "INFO",
+                ],
+                env,
+            )
+        )
+        local_url = f"http://{settings.host}:{settings.port}"
+        if not wait_healthy(local_url, children, stop):
+            return 0 if stop.is_set() else 1
+        url = settings.public_base_url or local_url
+        say(f"ready: {url}  (API docs: {url}/docs; Ctrl-C stops everything)")
+        while not stop.wait(0.5):
+            exited = [child for child in children if child.poll() is not None]
+            if exited:
+                say(f"a child process exited (code {exited[0].returncode}); stopping")
+                return 1
+        say("stopping")
+    say("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""fal's queue API for one owner/alias: submit, status, status stream, result, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from api import request_service
+from api.app_ids import AppId
+from api.auth import require_key
+from api.public_url import public_base_url
+from api.request_options import queue_priority, start_deadline, webhook_url
+from api.schemas import (
+    CancelResponse,
+    LivePortraitImageOutput,
+    LivePortraitInput,
+    QueueStatus,
+    SubmitResponse,
+)
+from api.status_view import (
+    REQUEST_ID_HEADER,
+    RequestUrls,
+    result_response,
+    status_body,
+    status_code_for,
+)
+from core.config import get_settings
+from core.models import Status
+from core.request_store import CancelOutcome
+
+_NOT_FOUND = {"detail": "Request not found"}
+
+LogsFlag = Annotated[bool, Query(description="Include log lines (1/0/true/false).", examples=[True])]
+
+
+def _not_found() -> JSONResponse:
+    return JSONResponse(_NOT_FOUND, status_code=404)
+
+
+def _urls(request: Request, app: AppId, request_id: str) -> RequestUrls:
+    return RequestUrls.build(public_base_url(request), app.queue_base, request_id)
+
+
+def submit_router(app: AppId) -> APIRouter:
+    router = APIRouter(tags=[app.full], dependencies=[Depends(require_key)])
+
+    @router.post(
+        f"/{app.full}",
+        summary=f"Submit a request to {app.full}",
+        response_model=SubmitResponse,
+        name=f"submit:{app.full}",
+    )
+    def submit(
+        request: Request,
+        body: LivePortraitInput,
+        priority: Annotated[int, Depends(queue_priority)],
+        deadline: Annotated[Any, Depends(start_deadline)],
+        webhook: Annotated[str | None, Depends(webhook_url)],
+    ) -> JSONResponse:
+        snap = request_service.submit(
+            app,
+            body.model_dump(mode="json"),
+            priority=priority,
+            webhook_url=webhook,
+            start_deadline=deadline,
+        )
+        request_id = str(snap.row.id)
+        urls = _urls(request, app, request_id)
+        content = status_body(snap.row, urls, queue_position=snap.queue_position, logs=None)
+        content["gateway_request_id"] = request_id
+        return JSONResponse(content, headers={REQUEST_ID_HEADER: request_id})
+
+    return router
+
+
+def requests_router(app: AppId) -> APIRouter:
+    router = APIRouter(
+        prefix=f"/{app.queue_base}/requests",
+        tags=[app.queue_base],
+        dependencies=[Depends(require_key)],
+    )
+
+    @router.get(
+        "/{request_id}/status",
+        response_model=QueueStatus,
+        responses={404: {"description": "Unknown request"}},
+        name=f"status:{app.queue_base}",
+    )
+    def status(request: Request, request_id: str, logs: LogsFlag = False) -> JSONResponse:
+        rid = request_service.parse_request_id(request_id)
+        snap = request_service.load(app, rid) if rid else None
+        if snap is None:
+            return _not_found()
+        content = status_body(
+            snap.row,
+            _urls(request, app, request_id),
+            queue_position=snap.queue_position,
+            logs=snap.row.logs if logs else None,
+        )
+        return JSONResponse(
+            content, status_code=status_code_for(snap.row), headers={REQUEST_ID_HEADER: str(snap.row.id)}
+        )
+
+    @router.get(
+        "/{request_id}/status/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown request"}},
+        name=f"status_stream:{app.queue_base}",
+    )
+    async def status_stream(request: Request, request_id: str, logs: LogsFlag = False) -> Response:
+        rid = request_service.parse_request_id(request_id)
+        first = await run_in_threadpool(request_service.load, app, rid) if rid else None
+        if first is None or rid is None:
+            return _not_found()
+        urls = _urls(request, app, request_id)
+        return StreamingResponse(
+            _status_events(request, app, rid, urls, first, logs),
+            media_type="text/event-stream",
+            headers={REQUEST_ID_HEADER: request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get(
+        "/{request_id}",
+        response_model=LivePortraitImageOutput,
+        responses={
+            400: {"description": "Still in progress"},
+            404: {"description": "Unknown request"},
+            422: {"description": "The request failed on its input"},
+        },
+        name=f"result:{app.queue_base}",
+    )
+    def result(request_id: str) -> JSONResponse:
+        rid = request_service.parse_request_id(request_id)
+        snap = request_service.load(app, rid) if rid else None
+        if snap is None:
+            return _not_found()
+        return result_response(snap.row)
+
+    @router.put(
+        "/{request_id}/cancel",
+        status_code=202,
+        response_model=CancelResponse,
+        responses={400: {"description": "Already completed"}, 404: {"description": "Unknown request"}},
+        name=f"cancel:{app.queue_base}",
+    )
+    def cancel(request_id: str) -> JSONResponse:
+        rid = request_service.parse_request_id(request_id)
+        outcome = request_service.request_cancel(app, rid) if rid else CancelOutcome.NOT_FOUND
+        headers = {REQUEST_ID_HEADER: request_id}
+        if outcome is CancelOutcome.NOT_FOUND:
+            return JSONResponse({"status": "NOT_FOUND", **_NOT_FOUND}, status_code=404)
+        if outcome is CancelOutcome.ALREADY_COMPLETED:
+            return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400, headers=headers)
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)
+
+    return router
+
+
+async def _status_events(
+    request: Request,
+    app: AppId,
+    request_id: Any,
+    urls: RequestUrls,
+    snap: request_service.Snapshot,
+    with_logs: bool,
+) -> AsyncIterator[str]:
+    """One event per change (status, position or new log lines), a repeat every keepalive, and
+    the COMPLETED event last: closing the stream is the JS client's signal that it is done."""
+    settings = get_settings()
+    sent_logs = 0
+    last_key: tuple[Any, ...] | None = None
+    last_sent = 0.0
+    while True:
+        logs = snap.row.logs or []
+        new_logs = logs[sent_logs:]
+        key = (snap.row.status, snap.queue_position)
+        now = time.monotonic()
+        if key != last_key or new_logs or now - last_sent >= settings.status_stream_keepalive_s:
+            body = status_body(
+                snap.row, urls, queue_position=snap.queue_position, logs=new_logs if with_logs else None
+            )
+            yield f"data: {json.dumps(body)}\n\n"
+            sent_logs, last_key, last_sent = len(logs), key, now
+        if snap.row.status == Status.COMPLETED:
+            return
+        await asyncio.sleep(settings.status_stream_poll_s)
+        if await request.is_disconnected():
+            return
+        latest = await run_in_threadpool(request_service.load, app, request_id)
+        if latest is None:
+            return
+        snap = latest

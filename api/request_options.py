@@ -1,0 +1,73 @@
+"""Submit options fal's clients send as headers and query parameters."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import Header, HTTPException, Query
+
+from core.models import Priority
+from core.request_store import utcnow
+
+
+def _header_error(header: str, message: str, value: str) -> HTTPException:
+    return HTTPException(
+        status_code=422,
+        detail=[{"loc": ["header", header], "msg": message, "type": "value_error", "input": value}],
+    )
+
+
+def queue_priority(
+    x_fal_queue_priority: Annotated[
+        str | None, Header(description="normal (default) or low; low runs after every normal request.")
+    ] = None,
+) -> int:
+    if x_fal_queue_priority is None or not x_fal_queue_priority.strip():
+        return Priority.NORMAL.value
+    try:
+        return Priority[x_fal_queue_priority.strip().upper()].value
+    except KeyError:
+        raise _header_error(
+            "x-fal-queue-priority", "must be 'normal' or 'low'", x_fal_queue_priority
+        ) from None
+
+
+def start_deadline(
+    x_fal_request_timeout: Annotated[
+        str | None, Header(description="Seconds the request may wait to start; then it fails with a 504.")
+    ] = None,
+) -> datetime | None:
+    if x_fal_request_timeout is None or not x_fal_request_timeout.strip():
+        return None
+    try:
+        seconds = float(x_fal_request_timeout)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 10**7:
+        raise _header_error(
+            "x-fal-request-timeout", "must be a positive number of seconds", x_fal_request_timeout
+        )
+    return utcnow() + timedelta(seconds=seconds)
+
+
+def webhook_url(
+    fal_webhook: Annotated[
+        str | None, Query(description="URL to POST the result to when the request completes.")
+    ] = None,
+) -> str | None:
+    if fal_webhook is None or not fal_webhook.strip():
+        return None
+    if not fal_webhook.lower().startswith(("http://", "https://")):
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "loc": ["query", "fal_webhook"],
+                    "msg": "must be an http(s) URL",
+                    "type": "value_error",
+                    "input": fal_webhook,
+                }
+            ],
+        )
+    return fal_webhook.strip()

@@ -1,0 +1,80 @@
+"""fal's synchronous API under /run/: the same queue and workers, the caller waits for the result.
+
+The model only ever runs in workers, so a synchronous request is a queued request whose HTTP
+call stays open; if the caller goes away (or waits too long) the request is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api import request_service
+from api.app_ids import AppId
+from api.auth import require_key
+from api.request_options import start_deadline
+from api.schemas import LivePortraitImageOutput, LivePortraitInput
+from api.status_view import REQUEST_ID_HEADER, result_response
+from core.config import get_settings
+from core.models import Priority, Status
+
+RUN_PREFIX = "/run"
+_POLL_START_S = 0.05
+_POLL_MAX_S = 0.5
+
+
+def run_router(app: AppId) -> APIRouter:
+    router = APIRouter(
+        prefix=RUN_PREFIX, tags=[f"{app.full} (synchronous)"], dependencies=[Depends(require_key)]
+    )
+
+    @router.post(
+        f"/{app.full}",
+        response_model=LivePortraitImageOutput,
+        responses={422: {"description": "Invalid input"}, 504: {"description": "Timed out"}},
+        summary=f"Run {app.full} and wait for the result",
+        name=f"run:{app.full}",
+    )
+    async def run(
+        request: Request,
+        body: LivePortraitInput,
+        deadline: Annotated[Any, Depends(start_deadline)],
+    ) -> JSONResponse:
+        settings = get_settings()
+        snap = await run_in_threadpool(
+            lambda: request_service.submit(
+                app,
+                body.model_dump(mode="json"),
+                priority=Priority.NORMAL.value,
+                webhook_url=None,
+                start_deadline=deadline,
+            )
+        )
+        request_id = snap.row.id
+        give_up_at = time.monotonic() + settings.sync_run_timeout_s
+        delay = _POLL_START_S
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, _POLL_MAX_S)
+            latest = await run_in_threadpool(request_service.load, app, request_id)
+            if latest is not None and latest.row.status == Status.COMPLETED:
+                return result_response(latest.row)
+            if await request.is_disconnected():
+                await run_in_threadpool(request_service.request_cancel, app, request_id)
+                return JSONResponse(
+                    {"detail": "Client disconnected", "error_type": "client_disconnected"}, status_code=499
+                )
+            if time.monotonic() > give_up_at:
+                await run_in_threadpool(request_service.request_cancel, app, request_id)
+                return JSONResponse(
+                    {"detail": "Request timed out", "error_type": "request_timeout"},
+                    status_code=504,
+                    headers={REQUEST_ID_HEADER: str(request_id), "x-fal-error-type": "request_timeout"},
+                )
+
+    return router

@@ -1,0 +1,128 @@
+"""Every setting of the service, read from environment variables (or a `.env` file).
+
+One `Settings` object is shared by the API, the workers, the migrations and the local runner, so
+that pointing any of them at external servers is a matter of environment variables only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_APP_ID = "fal-ai/live-portrait/image"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- servers -------------------------------------------------------------------------
+    database_url: str = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/portrait"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint_url: str | None = None  # None: AWS itself
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "portrait-queue"
+    # Where result and input URLs point: a CDN or public bucket URL ("https://cdn.example/") or,
+    # when empty, presigned GET URLs valid for s3_presign_expires_s.
+    s3_public_base_url: str = ""
+    # Endpoint that presigned URLs name, when clients reach S3 under another address than the
+    # service does (compose: the service uses http://minio:9000, clients http://localhost:9000).
+    s3_presign_endpoint_url: str = ""
+    s3_presign_expires_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    s3_create_bucket: bool = True
+
+    # --- API -----------------------------------------------------------------------------
+    host: str = "127.0.0.1"  # `make run` only; containers pass --host 0.0.0.0 to uvicorn
+    port: int = 8000
+    # Base of the status/response/cancel URLs handed to clients; empty: the request's own base.
+    public_base_url: str = ""
+    # Comma-separated endpoint ids served, each with fal's URL layout.
+    app_ids: str = DEFAULT_APP_ID
+    # Comma-separated `key_id:key_secret` pairs; empty: no authentication.
+    api_keys: str = ""
+    reconcile_interval_s: float = Field(15.0, ge=0)  # 0: no reconciler loop in the API process
+    status_stream_poll_s: float = Field(0.2, gt=0)
+    status_stream_keepalive_s: float = Field(5.0, gt=0)
+    sync_run_timeout_s: float = Field(900.0, gt=0)
+
+    # --- queue and workers ---------------------------------------------------------------
+    queue_name: str = "portrait"
+    worker_concurrency: int = Field(1, ge=1)
+    task_soft_time_limit_s: int = Field(300, ge=1)
+    task_time_limit_s: int = Field(330, ge=1)
+    # A running request whose worker stopped renewing its lease this long is taken back.
+    lease_s: int = Field(60, ge=5)
+    max_attempts: int = Field(3, ge=1)
+    # A queued request whose message was published this long ago is published again (duplicates
+    # are harmless: the claim in PostgreSQL lets only one run).
+    republish_after_s: int = Field(600, ge=1)
+    worker_max_tasks_per_child: int = Field(200, ge=1)
+
+    # --- input limits --------------------------------------------------------------------
+    max_input_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_input_pixels: int = Field(40_000_000, ge=1)
+    fetch_timeout_s: float = Field(20.0, gt=0)
+    fetch_max_redirects: int = Field(5, ge=0)
+    # CIDRs that may be fetched although private/loopback/link-local (tests, private deployments).
+    allowed_private_networks: str = ""
+
+    # --- engine --------------------------------------------------------------------------
+    weights_dir: Path = Path("./weights")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    half_precision: bool = False
+    torch_threads: int | None = None
+    engine_arch: Literal["full", "tiny"] = "full"
+
+    # --- make run ------------------------------------------------------------------------
+    local_data_dir: Path = Path("./var")  # where `make run` keeps PostgreSQL, Redis and S3 data
+
+    @field_validator("allowed_private_networks")
+    @classmethod
+    def _valid_cidrs(cls, value: str) -> str:
+        for item in _split(value):
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("torch_threads", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _hard_limit_after_soft(self) -> Settings:
+        # The soft limit must fire first so that the request is failed cleanly, not killed.
+        if self.task_time_limit_s <= self.task_soft_time_limit_s:
+            raise ValueError("TASK_TIME_LIMIT_S must be greater than TASK_SOFT_TIME_LIMIT_S")
+        return self
+
+    @property
+    def app_id_list(self) -> list[str]:
+        return _split(self.app_ids) or [DEFAULT_APP_ID]
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(_split(self.api_keys))
+
+    @property
+    def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item, strict=False) for item in _split(self.allowed_private_networks)]
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        # Must exceed the hard limit plus a reserved wait, or Redis redelivers running tasks.
+        return self.task_time_limit_s * 3 + 60
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,92 @@
+"""The one table: a row per request, the source of truth for status, queue order and results."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Status(enum.StrEnum):
+    # fal's clients know these three only; failures and cancellations are COMPLETED + error.
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+
+
+class Priority(enum.IntEnum):
+    # Lower runs first, matching the order the workers consume their queues in.
+    NORMAL = 0
+    LOW = 1
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    app_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=Status.IN_QUEUE.value)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=Priority.NORMAL.value)
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # Past this instant a request that has not started fails with request_timeout.
+    start_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    worker: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    logs: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    # The HTTP status and body the result endpoint replays for a failed request.
+    error_status: Mapped[int | None] = mapped_column(SmallInteger)
+    error_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('IN_QUEUE', 'IN_PROGRESS', 'COMPLETED')",
+            name="requests_status_valid",
+        ),
+        # Queue positions and the reconciler only ever look at waiting rows.
+        Index(
+            "requests_waiting_order",
+            "priority",
+            "queued_at",
+            postgresql_where=text("status = 'IN_QUEUE'"),
+        ),
+        Index(
+            "requests_running_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'IN_PROGRESS'"),
+        ),
+    )

@@ -1,0 +1,121 @@
+"""The object store: boto3 against any S3-compatible server (AWS, MinIO, moto, Ceph …)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import boto3
+from botocore.client import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from core.config import Settings, get_settings
+
+
+class ObjectTooLarge(Exception):
+    pass
+
+
+class ObjectStore:
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self._public_base = settings.s3_public_base_url.rstrip("/")
+        self._presign_expires = settings.s3_presign_expires_s
+        self._endpoint = (settings.s3_endpoint_url or "").rstrip("/")
+        self._create_bucket = settings.s3_create_bucket
+        self._presign_endpoint = settings.s3_presign_endpoint_url.rstrip("/")
+        self._client: Any = _client(settings, settings.s3_endpoint_url or None)
+        self._signer: Any = (
+            _client(settings, self._presign_endpoint) if self._presign_endpoint else self._client
+        )
+        self._bucket_checked = False
+
+    def ensure_bucket(self) -> None:
+        if self._bucket_checked:
+            return
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in {"404", "NoSuchBucket", "NotFound"} or not self._create_bucket:
+                raise
+            self._client.create_bucket(Bucket=self.bucket)
+        self._bucket_checked = True
+
+    def ping(self) -> None:
+        self._client.head_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        self.ensure_bucket()
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def get(self, key: str, *, max_bytes: int) -> tuple[bytes, str | None]:
+        head = self._client.head_object(Bucket=self.bucket, Key=key)
+        if int(head.get("ContentLength", 0)) > max_bytes:
+            raise ObjectTooLarge(f"{head['ContentLength']} bytes")
+        obj = self._client.get_object(Bucket=self.bucket, Key=key)
+        return obj["Body"].read(max_bytes + 1), obj.get("ContentType")
+
+    def url_for(self, key: str) -> str:
+        if self._public_base:
+            return f"{self._public_base}/{key}"
+        return str(
+            self._signer.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=self._presign_expires,
+            )
+        )
+
+    def presigned_put(self, key: str, content_type: str) -> str:
+        return str(
+            self._signer.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+                ExpiresIn=self._presign_expires,
+            )
+        )
+
+    def key_from_url(self, url: str) -> str | None:
+        """The key of one of our own objects referenced by `url`, else None.
+
+        Our own objects are read through the S3 API, not over HTTP, so that an internal S3 server
+        (often on a private address) serves them without opening the SSRF guard.
+        """
+        base = url.split("?", 1)[0]
+        if self._public_base and base.startswith(self._public_base + "/"):
+            return unquote(base[len(self._public_base) + 1 :]) or None
+        if self._endpoint:
+            endpoint = urlsplit(self._endpoint)
+            target = urlsplit(base)
+            prefix = f"{endpoint.path.rstrip('/')}/{self.bucket}/"
+            if (target.scheme, target.netloc) == (
+                endpoint.scheme,
+                endpoint.netloc,
+            ) and target.path.startswith(prefix):
+                return unquote(target.path[len(prefix) :]) or None
+        return None
+
+
+def _client(settings: Settings, endpoint_url: str | None) -> Any:
+    # Path-style addressing works with every S3-compatible server and with bare IP endpoints.
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=settings.s3_access_key or None,
+        aws_secret_access_key=settings.s3_secret_key or None,
+        region_name=settings.s3_region,
+        config=BotoConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+@lru_cache
+def get_store() -> ObjectStore:
+    return ObjectStore(get_settings())

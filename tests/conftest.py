@@ -1,0 +1,18 @@
+"""Shared pytest setup. Server fixtures are session-scoped and lazy: engine tests start nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# The real PostgreSQL, Redis and S3 servers (`local_stack`), started once per session on demand.
+pytest_plugins = ["tests.stack_fixture"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT

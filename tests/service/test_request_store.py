@@ -1,0 +1,181 @@
+"""The request table's transitions against the real PostgreSQL: claims, positions, cancel, leases,
+and the migrations themselves."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from core import failures
+from core.db import session_scope
+from core.migrate import downgrade, upgrade
+from core.models import Priority, RequestRow, Status
+from core.request_store import (
+    CancelOutcome,
+    append_logs,
+    cancel,
+    claim,
+    complete_failed,
+    complete_ok,
+    create,
+    find_stale,
+    get,
+    log_entry,
+    queue_position,
+    renew_lease,
+    requeue_expired,
+)
+
+pytestmark = pytest.mark.usefixtures("migrated")
+PAYLOAD = {"image_url": "https://example.com/a.png"}
+
+
+def _new(priority: int = Priority.NORMAL.value) -> uuid.UUID:
+    with session_scope() as session:
+        return create(session, app_id="test/store", payload=PAYLOAD, priority=priority).id
+
+
+def _row(request_id: uuid.UUID) -> RequestRow:
+    with session_scope() as session:
+        row = get(session, request_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def test_only_one_concurrent_claim_wins() -> None:
+    request_id = _new()
+    barrier = threading.Barrier(8)
+    wins: list[int] = []
+
+    def contend(n: int) -> None:
+        barrier.wait()
+        with session_scope() as session:
+            if claim(session, request_id, worker=f"w{n}", lease_s=60) is not None:
+                wins.append(n)
+
+    threads = [threading.Thread(target=contend, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1
+    row = _row(request_id)
+    assert (row.status, row.attempts, row.worker) == (Status.IN_PROGRESS, 1, f"w{wins[0]}")
+
+
+def test_queue_position_by_priority_then_age() -> None:
+    # Rows of earlier tests may be waiting too: positions are relative to a baseline.
+    low = _new(Priority.LOW.value)
+    normal = [_new() for _ in range(3)]
+    with session_scope() as session:
+        positions = [queue_position(session, get(session, rid)) for rid in [*normal, low]]  # type: ignore[arg-type]
+    base = positions[0]
+    assert positions == [base, base + 1, base + 2, positions[3]]
+    assert positions[3] > base + 2
+    with session_scope() as session:
+        claim(session, normal[0], worker="w", lease_s=60)
+        assert queue_position(session, get(session, normal[1])) == base  # type: ignore[arg-type]
+
+
+def test_cancel_outcomes() -> None:
+    waiting, running = _new(), _new()
+    with session_scope() as session:
+        claim(session, running, worker="w", lease_s=60)
+    with session_scope() as session:
+        assert cancel(session, waiting, failures.cancelled()) is CancelOutcome.CANCELLED
+        assert cancel(session, running, failures.cancelled()) is CancelOutcome.REQUESTED
+        assert cancel(session, waiting, failures.cancelled()) is CancelOutcome.ALREADY_COMPLETED
+        assert cancel(session, uuid.uuid4(), failures.cancelled()) is CancelOutcome.NOT_FOUND
+        # A cancelled request can never be claimed afterwards.
+        assert claim(session, waiting, worker="w", lease_s=60) is None
+        assert renew_lease(session, running, 1, lease_s=60) is True
+    row = _row(waiting)
+    assert (row.status, row.error_status, row.error_type, row.started_at) == (
+        Status.COMPLETED,
+        499,
+        "client_cancelled",
+        None,
+    )
+
+
+def test_expired_lease_is_reclaimed_and_fences_the_old_worker() -> None:
+    request_id = _new()
+    with session_scope() as session:
+        first = claim(session, request_id, worker="old", lease_s=60)
+        assert first is not None and first.attempts == 1
+        # Not claimable while the lease holds.
+        assert claim(session, request_id, worker="new", lease_s=60) is None
+        session.execute(
+            text("UPDATE requests SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
+            {"id": request_id},
+        )
+    with session_scope() as session:
+        stale = find_stale(session, publish_grace_s=0, republish_after_s=3600)
+        assert request_id in stale.lease_expired
+        assert requeue_expired(session, request_id) == Priority.NORMAL.value
+        second = claim(session, request_id, worker="new", lease_s=60)
+        assert second is not None and second.attempts == 2
+    with session_scope() as session:
+        assert renew_lease(session, request_id, 1, lease_s=60) is None  # the old claim is gone
+        assert not complete_ok(session, request_id, 1, output={"stale": True}, metrics={})
+        append_logs(session, request_id, [log_entry("one"), log_entry("two")])
+        append_logs(session, request_id, [log_entry("three")])
+        assert complete_ok(session, request_id, 2, output={"image": {}}, metrics={"inference_time": 1})
+        assert not complete_failed(session, request_id, failures.internal())
+    row = _row(request_id)
+    assert row.output == {"image": {}} and row.worker == "new" and row.error is None
+    assert [entry["message"] for entry in row.logs] == ["one", "two", "three"]
+
+
+def test_unpublished_rows_are_found_after_the_grace_period() -> None:
+    request_id = _new()
+    with session_scope() as session:
+        assert request_id not in [
+            rid for rid, _ in find_stale(session, publish_grace_s=60, republish_after_s=60).unpublished
+        ]
+        stale = find_stale(session, publish_grace_s=0, republish_after_s=60)
+        assert (request_id, Priority.NORMAL.value) in stale.unpublished
+    with session_scope() as session:
+        session.execute(text("UPDATE requests SET published_at = now() WHERE id = :id"), {"id": request_id})
+    with session_scope() as session:
+        stale = find_stale(session, publish_grace_s=0, republish_after_s=60)
+        assert request_id not in [rid for rid, _ in stale.unpublished]
+        session.execute(
+            text("UPDATE requests SET published_at = now() - :age WHERE id = :id"),
+            {"id": request_id, "age": timedelta(seconds=120)},
+        )
+    with session_scope() as session:
+        stale = find_stale(session, publish_grace_s=0, republish_after_s=60)
+        assert request_id in [rid for rid, _ in stale.unpublished]
+        cancel(session, request_id, failures.cancelled())
+
+
+def test_migrations_upgrade_and_downgrade(migrated: dict[str, str]) -> None:
+    """On a scratch database of the same server: base -> head -> base -> head."""
+    url = make_url(migrated["DATABASE_URL"])
+    name = f"migrations_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    scratch_url = url.set(database=name).render_as_string(hide_password=False)
+    scratch = create_engine(scratch_url)
+    try:
+        upgrade(scratch_url)
+        assert "requests" in inspect(scratch).get_table_names()
+        indexes = {ix["name"] for ix in inspect(scratch).get_indexes("requests")}
+        assert {"requests_waiting_order", "requests_running_lease"} <= indexes
+        downgrade(scratch_url)
+        assert "requests" not in inspect(scratch).get_table_names()
+        upgrade(scratch_url)
+        assert "requests" in inspect(scratch).get_table_names()
+    finally:
+        scratch.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}"'))
+        admin.dispose()

@@ -1,0 +1,144 @@
+"""Face crop geometry (liveportrait-spec.md §4.2–4.4) and the network's input tensor.
+
+Transforms are 3x3 float64 matrices acting on (x, y, 1) column vectors in pixel-index coordinates,
+the convention cv2.warpAffine uses. `M_o2c` maps original-image points into the crop, `M_c2o` back.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+NETWORK_INPUT_SIZE = 256
+
+# Below this eye→mouth distance the direction is noise; the official code falls back to upright.
+_MIN_AXIS_LENGTH = 1e-3
+
+
+def _mean(pts: np.ndarray, idx: list[int]) -> np.ndarray:
+    return pts[idx].mean(axis=0)
+
+
+def pt2_from_landmarks(pts: np.ndarray) -> np.ndarray:
+    """The (eye centre, mouth centre) pair, as a (2, 2) float64 array, for a known landmark layout."""
+    pts = _as_points(pts)
+    n = pts.shape[0]
+    if n == 5:
+        # left eye, right eye, nose tip, left mouth corner, right mouth corner
+        eye = _mean(pts, [0, 1])
+        mouth = _mean(pts, [3, 4])
+    elif n == 68:
+        # dlib / iBUG, 0-based: eye corners 36/39 and 42/45, mouth corners 48/54
+        eye = (_mean(pts, [36, 39]) + _mean(pts, [42, 45])) / 2.0
+        mouth = _mean(pts, [48, 54])
+    elif n == 101:
+        eye = (_mean(pts, [39, 42, 45, 48]) + _mean(pts, [51, 54, 57, 60])) / 2.0
+        mouth = _mean(pts, [75, 81])
+    elif n == 106:
+        # InsightFace 2d106det: two corners and two lid points per eye; mouth corners 52/61
+        eye = (_mean(pts, [33, 35, 40, 39]) + _mean(pts, [87, 89, 94, 93])) / 2.0
+        mouth = _mean(pts, [52, 61])
+    elif n == 203:
+        eye = (_mean(pts, [0, 6, 12, 18]) + _mean(pts, [24, 30, 36, 42])) / 2.0
+        mouth = _mean(pts, [48, 66])
+    else:
+        # The official code would silently read any other count as a 101-point layout, which is
+        # wrong for e.g. MediaPipe's 468/478 points; refusing is safer.
+        raise ValueError(f"unsupported landmark count {n}; expected 5, 68, 101, 106 or 203 points")
+    return np.stack([eye, mouth])
+
+
+def _as_points(pts: np.ndarray) -> np.ndarray:
+    arr = np.asarray(pts, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"landmarks must have shape (N, 2), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("landmarks contain NaN or infinite values")
+    return arr
+
+
+def crop_transform(
+    pts: np.ndarray,
+    *,
+    dsize: int = 512,
+    scale: float = 2.3,
+    vx_ratio: float = 0.0,
+    vy_ratio: float = -0.125,
+    flag_do_rot: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity transform of the official face crop; returns (M_o2c, M_c2o), both 3x3 float64.
+
+    Unlike the official `crop_image`, `vx_ratio` is honoured; at vx_ratio == 0 the two agree.
+    """
+    if dsize <= 0:
+        raise ValueError(f"dsize must be positive, got {dsize}")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    pts = _as_points(pts)
+    pt2 = pt2_from_landmarks(pts)
+
+    uy = pt2[1] - pt2[0]  # eye → mouth: "down" in the face's own frame
+    length = float(np.hypot(uy[0], uy[1]))
+    uy = np.array([0.0, 1.0]) if length <= _MIN_AXIS_LENGTH else uy / length
+    ux = np.array([uy[1], -uy[0]])  # the face's "right" (image +x for an upright face)
+    theta = float(np.arctan2(ux[1], ux[0]))
+
+    # Box extents are measured in the face-aligned frame even when the crop is not rotated.
+    centre0 = pts.mean(axis=0)
+    frame = np.stack([ux, uy])
+    local = (pts - centre0) @ frame.T
+    lo = local.min(axis=0)
+    hi = local.max(axis=0)
+    side = float(np.max(hi - lo)) * scale
+    if not side > 0:
+        raise ValueError("landmarks have zero extent; cannot size the crop")
+    mid = (lo + hi) / 2.0
+    centre = centre0 + ux * mid[0] + uy * mid[1] + ux * (vx_ratio * side) + uy * (vy_ratio * side)
+
+    s = dsize / side
+    if flag_do_rot:
+        c, n = np.cos(theta), np.sin(theta)
+    else:
+        c, n = 1.0, 0.0
+    half = dsize / 2.0
+    cx, cy = float(centre[0]), float(centre[1])
+    m_o2c = np.array(
+        [
+            [s * c, s * n, half - s * (c * cx + n * cy)],
+            [-s * n, s * c, half - s * (-n * cx + c * cy)],
+            [0.0, 0.0, 1.0],
+        ],
+        dtype=np.float64,
+    )
+    return m_o2c, np.linalg.inv(m_o2c)
+
+
+def whole_image_transform(width: int, height: int, dsize: int) -> tuple[np.ndarray, np.ndarray]:
+    """The flag_do_crop=false "crop": the whole image stretched onto the dsize x dsize square."""
+    if width <= 0 or height <= 0 or dsize <= 0:
+        raise ValueError(f"sizes must be positive, got {width}x{height} -> {dsize}")
+    m_o2c = np.diag([dsize / width, dsize / height, 1.0])
+    m_c2o = np.diag([width / dsize, height / dsize, 1.0])
+    return m_o2c, m_c2o
+
+
+def warp_crop(rgb: np.ndarray, M_o2c: np.ndarray, dsize: int) -> np.ndarray:
+    """The dsize x dsize crop: bilinear, black outside the image (as the official crop)."""
+    return cv2.warpAffine(
+        rgb,
+        np.asarray(M_o2c, dtype=np.float64)[:2],
+        (dsize, dsize),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+
+
+def network_input(crop: np.ndarray) -> np.ndarray:
+    """(1, 3, 256, 256) float32 in [0, 1], RGB, no mean/std: what F and M consume."""
+    if crop.ndim != 3 or crop.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 crop, got {crop.shape}")
+    if crop.shape[:2] != (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE):
+        crop = cv2.resize(crop, (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE), interpolation=cv2.INTER_AREA)
+    x = np.clip(crop.astype(np.float32) / np.float32(255.0), 0.0, 1.0)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])

@@ -1,0 +1,16 @@
+"""Broker queue names: one per priority, consumed in priority order by every worker."""
+
+from __future__ import annotations
+
+from core.config import Settings
+from core.models import Priority
+
+EDIT_TASK = "portrait.edit"
+
+
+def queue_for(settings: Settings, priority: int) -> str:
+    return f"{settings.queue_name}.{Priority(priority).name.lower()}"
+
+
+def all_queues(settings: Settings) -> list[str]:
+    return [queue_for(settings, p) for p in sorted(Priority)]

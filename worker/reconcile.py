@@ -1,0 +1,84 @@
+"""The reconciler: makes PostgreSQL and the broker agree again after anything was lost.
+
+- a waiting request whose message was never published (broker down at submit) or may have been
+  lost (Redis restarted without persistence) is published again;
+- a running request whose worker stopped renewing its lease (killed, machine gone) is put back
+  in the queue, and fails with runner_disconnected once it has used up its attempts.
+
+Duplicate messages are harmless: only one claim in PostgreSQL can succeed. Several reconcilers
+may run (one per API process); an advisory lock lets one of them work per round.
+
+Run standalone with `python -m worker.reconcile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from core.config import Settings, get_settings
+from core.db import session_scope
+from core.request_store import find_stale, requeue_expired
+from worker.dispatch import publish
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x706F7274  # arbitrary, constant: "port"
+# A row committed this recently may still be being published by the API process that made it.
+PUBLISH_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Round:
+    republished: int = 0
+    requeued: int = 0
+
+
+def reconcile_once(settings: Settings) -> Round:
+    with session_scope() as session:
+        locked = session.execute(select(func.pg_try_advisory_xact_lock(_LOCK_KEY))).scalar_one()
+        if not locked:
+            return Round()
+        stale = find_stale(
+            session, publish_grace_s=PUBLISH_GRACE_S, republish_after_s=settings.republish_after_s
+        )
+        requeued = [(rid, requeue_expired(session, rid)) for rid in stale.lease_expired]
+    to_publish = stale.unpublished + [(rid, p) for rid, p in requeued if p is not None]
+    published = sum(publish(rid, priority) for rid, priority in to_publish)
+    if to_publish:
+        log.info("reconciler: published %d of %d, requeued %d", published, len(to_publish), len(requeued))
+    return Round(republished=published, requeued=sum(p is not None for _, p in requeued))
+
+
+def run_forever(settings: Settings, stop: threading.Event) -> None:
+    while not stop.wait(settings.reconcile_interval_s):
+        try:
+            reconcile_once(settings)
+        except Exception:
+            log.exception("reconciler round failed; retrying next round")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--once", action="store_true", help="one round, then exit")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if args.once:
+        print(reconcile_once(settings))
+        return
+    stop = threading.Event()
+    try:
+        run_forever(settings, stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+if __name__ == "__main__":
+    main()
