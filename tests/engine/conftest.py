@@ -35,3 +35,17 @@ def kit_weights(kit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         stdout=subprocess.DEVNULL,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stand-in weights of the narrow architecture: real code paths, fast on a CPU."""
+    from worker.liveportrait.testing import write_random_weights
+
+    return write_random_weights(tmp_path_factory.mktemp("tiny-weights"), arch="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def astronaut(kit: dict[str, np.ndarray]) -> np.ndarray:
+    """The kit's portrait (skimage's astronaut, 512x512 RGB)."""
+    return np.ascontiguousarray(kit["source_image"])

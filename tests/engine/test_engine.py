@@ -1,0 +1,142 @@
+"""The whole edit through `Engine.edit`, field by field, with the narrow architecture's weights."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worker.liveportrait.engine import Engine
+from worker.liveportrait.errors import InvalidImageError, NoFaceError
+from worker.liveportrait.params import EditParams
+
+
+def encode(rgb: np.ndarray, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_weights_dir: Path) -> Engine:
+    return Engine.load(tiny_weights_dir, arch="tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def noise() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (300, 420, 3), dtype=np.uint8)
+
+
+def test_default_edit_pastes_back_at_input_size(engine: Engine, astronaut: np.ndarray) -> None:
+    # a wider canvas, so that the output size cannot be the crop size by accident
+    canvas = np.zeros((560, 700, 3), dtype=np.uint8)
+    canvas[24:536, 90:602] = astronaut
+    result = engine.edit(encode(canvas), EditParams(smile=1.0))
+    img = decode(result.data)
+    assert (result.width, result.height) == (700, 560) == img.size
+    assert result.content_type == "image/jpeg" and img.format == "JPEG"
+    assert result.timings["total"] > 0 and {"detect", "appearance", "warping", "decoder"} <= set(result.timings)
+
+
+def test_pasteback_keeps_the_rest_of_the_image(engine: Engine, astronaut: np.ndarray) -> None:
+    result = engine.edit(encode(astronaut), EditParams(output_format="png", blink=-10))
+    out = np.asarray(decode(result.data))
+    assert result.content_type == "image/png"
+    # the crop (scale 2.3 around a ~90 px face) leaves the bottom-right corner untouched
+    np.testing.assert_array_equal(out[-40:, -40:], astronaut[-40:, -40:])
+    assert np.abs(out.astype(int) - astronaut.astype(int)).max() > 0  # the face region changed
+
+
+@pytest.mark.parametrize("dsize", [512, 256])
+def test_crop_alone_without_pasteback(engine: Engine, astronaut: np.ndarray, dsize: int) -> None:
+    result = engine.edit(encode(astronaut), EditParams(flag_pasteback=False, dsize=dsize, output_format="png"))
+    assert (result.width, result.height) == (dsize, dsize) == decode(result.data).size
+
+
+def test_whole_image_without_crop(engine: Engine, noise: np.ndarray) -> None:
+    params = EditParams(flag_do_crop=False, flag_lip_zero=False, output_format="png")
+    result = engine.edit(encode(noise), params)
+    assert (result.width, result.height) == (420, 300)
+    crop_only = engine.edit(encode(noise), params.model_copy(update={"flag_pasteback": False}))
+    assert (crop_only.width, crop_only.height) == (512, 512)
+
+
+def test_no_face_with_cropping_is_refused(engine: Engine, noise: np.ndarray) -> None:
+    with pytest.raises(NoFaceError, match="no face found to crop"):
+        engine.edit(encode(noise), EditParams())
+
+
+def test_safety_checker_refuses_images_without_a_face(engine: Engine, noise: np.ndarray) -> None:
+    with pytest.raises(NoFaceError, match="safety checker"):
+        engine.edit(encode(noise), EditParams(flag_do_crop=False, enable_safety_checker=True))
+
+
+def test_safety_checker_passes_a_portrait(engine: Engine, astronaut: np.ndarray) -> None:
+    result = engine.edit(encode(astronaut), EditParams(enable_safety_checker=True, flag_do_crop=False))
+    assert (result.width, result.height) == (512, 512)
+
+
+def test_exif_orientation_is_applied(engine: Engine, astronaut: np.ndarray) -> None:
+    # stored sideways with orientation 6 ("rotate 90 CW to display"): displayed upright
+    sideways = np.ascontiguousarray(np.rot90(astronaut[:, :400], k=1))  # 400 wide, 512 tall -> 512x400
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(sideways, "JPEG", exif=exif.tobytes(), quality=95)
+    result = engine.edit(data, EditParams())  # finds the face only if the image was turned upright
+    assert (result.width, result.height) == (400, 512)
+
+
+def test_bad_bytes_are_an_input_error(engine: Engine) -> None:
+    with pytest.raises(InvalidImageError):
+        engine.edit(b"definitely not an image", EditParams())
+
+
+def test_lip_zero_adds_the_lip_delta_only_for_open_lips(engine: Engine, astronaut: np.ndarray) -> None:
+    from worker.liveportrait.engine import _Timer
+
+    prep = engine.prepare(astronaut, EditParams(), _Timer(None, None))
+    on, off = EditParams(flag_lip_zero=True), EditParams(flag_lip_zero=False)
+    prep.lip_ratio = 0.2  # open: the lip MLP closes it
+    assert not np.allclose(engine.driving_keypoints(prep, on).numpy(), engine.driving_keypoints(prep, off).numpy())
+    prep.lip_ratio = 0.01  # already closed (below the 0.03 threshold): nothing to do
+    np.testing.assert_array_equal(engine.driving_keypoints(prep, on).numpy(), engine.driving_keypoints(prep, off).numpy())
+
+
+def test_every_control_changes_the_driving_keypoints(engine: Engine, astronaut: np.ndarray) -> None:
+    from worker.liveportrait.engine import _Timer
+    from worker.liveportrait.params import EXPRESSION_FIELDS
+
+    prep = engine.prepare(astronaut, EditParams(), _Timer(None, None))
+    base = engine.driving_keypoints(prep, EditParams()).numpy()
+    for name in EXPRESSION_FIELDS:
+        moved = engine.driving_keypoints(prep, EditParams(**{name: 5.0 if name != "smile" else 1.0})).numpy()
+        assert not np.allclose(moved, base), name
+
+
+def test_log_and_check_callbacks(engine: Engine, astronaut: np.ndarray) -> None:
+    lines: list[str] = []
+    engine.edit(encode(astronaut), EditParams(), log=lines.append)
+    assert any(line.startswith("warping:") for line in lines)
+    assert any("face" in line for line in lines)
+
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def check() -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        engine.edit(encode(astronaut), EditParams(), check=check)
