@@ -29,7 +29,8 @@ def portrait(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) ->
 def test_edit_writes_the_image_and_reports_it(portrait: Path, tiny_weights_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.png"
     params = '{"smile": 1, "flag_do_crop": false, "flag_pasteback": false, "output_format": "png"}'
-    proc = run(str(portrait), str(out), "--weights", str(tiny_weights_dir), "--arch", "tiny", "--params", params)
+    weights = ["--weights", str(tiny_weights_dir), "--arch", "tiny"]
+    proc = run(str(portrait), str(out), *weights, "--params", params)
     assert proc.returncode == 0, proc.stderr
     assert "width=512 height=512" in proc.stdout and "time=" in proc.stdout
     img = Image.open(io.BytesIO(out.read_bytes()))
