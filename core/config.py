@@ -72,8 +72,28 @@ class Settings(BaseSettings):
     # CIDRs that may be fetched although private/loopback/link-local (tests, private deployments).
     allowed_private_networks: str = ""
 
+    # --- uploads (fal's storage API) and the client proxy -----------------------------------
+    upload_max_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    # Comma-separated content types accepted for uploads; `type/*` matches a whole family.
+    # application/octet-stream is in by default because clients send it for nameless blobs.
+    upload_content_types: str = "image/*,application/octet-stream"
+    # Uploads are deleted this long after they were written (a sweep, not an S3 lifecycle rule,
+    # so that it works on every S3-compatible server).
+    upload_retention_s: int = Field(7 * 24 * 3600, ge=60)
+    upload_sweep_interval_s: float = Field(300.0, ge=0)  # 0: no sweep loop in the API process
+    # Lifetime of upload URLs and of the CDN tokens handed to fal-client.
+    upload_url_expires_s: int = Field(3600, ge=60)
+    # HMAC key for upload URLs and CDN tokens; empty: derived from the S3 and database secrets,
+    # which every API replica already shares.
+    upload_signing_key: str = ""
+    # Let /api/fal/proxy calls without Authorization act with the first of API_KEYS (fal's
+    # server proxy `allowUnauthorizedRequests`: the proxy is then the only gate).
+    proxy_allow_unauthenticated: bool = False
+
     # --- engine --------------------------------------------------------------------------
     weights_dir: Path = Path("./weights")
+    # s3://bucket/prefix holding the same files; workers copy them into weights_dir first.
+    weights_s3_uri: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     half_precision: bool = False
     torch_threads: int | None = None
@@ -104,6 +124,10 @@ class Settings(BaseSettings):
     @property
     def app_id_list(self) -> list[str]:
         return _split(self.app_ids) or [DEFAULT_APP_ID]
+
+    @property
+    def upload_content_type_list(self) -> list[str]:
+        return [item.lower() for item in _split(self.upload_content_types)]
 
     @property
     def api_key_set(self) -> frozenset[str]:

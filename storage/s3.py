@@ -98,6 +98,11 @@ class ObjectStore:
         return None
 
 
+def s3_client(settings: Settings) -> Any:
+    """A boto3 client for the configured endpoint, for callers outside the result bucket."""
+    return _client(settings, settings.s3_endpoint_url or None)
+
+
 def _client(settings: Settings, endpoint_url: str | None) -> Any:
     # Path-style addressing works with every S3-compatible server and with bare IP endpoints.
     return boto3.client(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from core.config import Settings
@@ -15,12 +16,24 @@ log = logging.getLogger(__name__)
 
 _engine: Engine | None = None
 _load_error: WeightsError | None = None
+_last_attempt = 0.0
+# After a failed load, a request tries again at most this often, so weights installed after the
+# worker started are picked up without a restart.
+RETRY_LOAD_AFTER_S = 30.0
 
 
 def load(settings: Settings) -> None:
     """Load the engine; a load failure is remembered and reported by every request."""
-    global _engine, _load_error
+    global _engine, _load_error, _last_attempt
+    _last_attempt = time.monotonic()
     try:
+        if settings.weights_s3_uri:
+            from storage.s3 import s3_client
+            from worker.weights_sync import sync_from_s3
+
+            fetched = sync_from_s3(settings.weights_s3_uri, settings.weights_dir, s3_client(settings))
+            if fetched:
+                log.info("fetched %s from %s", ", ".join(fetched), settings.weights_s3_uri)
         # Imported here: torch must not be imported (let alone CUDA touched) before the fork.
         from worker.liveportrait.engine import Engine
 
@@ -42,8 +55,8 @@ def load(settings: Settings) -> None:
 
 
 def get(settings: Settings) -> Engine:
-    if _engine is None and _load_error is None:
-        load(settings)  # outside a prefork child (solo pool, tests): load lazily
+    if _engine is None and (_load_error is None or time.monotonic() - _last_attempt > RETRY_LOAD_AFTER_S):
+        load(settings)  # first use outside a prefork child (solo pool, tests), or a retry
     if _engine is None:
         raise _load_error or WeightsError("model weights not installed")
     return _engine
