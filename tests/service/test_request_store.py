@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -104,6 +105,24 @@ def test_cancel_outcomes() -> None:
     )
 
 
+@pytest.fixture()
+def reconciler_paused(migrated: dict[str, str]) -> Iterator[None]:
+    """Hold the reconciler's advisory lock, so that the session's API servers (whose reconciler
+    loops run every second) cannot requeue or publish the rows these tests age by hand."""
+    from core.db import get_engine
+    from worker.reconcile import _LOCK_KEY
+
+    with get_engine().connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+            conn.commit()
+
+
+@pytest.mark.usefixtures("reconciler_paused")
 def test_expired_lease_is_reclaimed_and_fences_the_old_worker() -> None:
     request_id = _new()
     with session_scope() as session:
@@ -133,6 +152,7 @@ def test_expired_lease_is_reclaimed_and_fences_the_old_worker() -> None:
     assert [entry["message"] for entry in row.logs] == ["one", "two", "three"]
 
 
+@pytest.mark.usefixtures("reconciler_paused")
 def test_unpublished_rows_are_found_after_the_grace_period() -> None:
     request_id = _new()
     with session_scope() as session:
