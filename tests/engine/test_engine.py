@@ -146,3 +146,22 @@ def test_log_and_check_callbacks(engine: Engine, astronaut: np.ndarray) -> None:
 
     with pytest.raises(Stop):
         engine.edit(encode(astronaut), EditParams(), check=check)
+
+
+def test_repeated_edits_of_one_portrait_reuse_the_preparation(
+    tiny_weights_dir: Path, astronaut: np.ndarray
+) -> None:
+    cached = Engine.load(tiny_weights_dir, arch="tiny", device="cpu", cache_size=2)
+    data = encode(astronaut)
+    first = cached.edit(data, EditParams(smile=1.0, output_format="png"))
+    second = cached.edit(data, EditParams(smile=1.0, output_format="png"), log=(lines := []).append)
+    assert (cached.cache.misses, cached.cache.hits) == (1, 1)
+    assert "detect" in first.timings and "detect" not in second.timings
+    assert any("cache hit" in line for line in lines)
+    assert first.data == second.data  # same result, less work
+    # a crop setting is part of the key: a new preparation
+    cached.edit(data, EditParams(scale=2.0))
+    assert cached.cache.misses == 2
+    # the expression is not: another slider value reuses it
+    cached.edit(data, EditParams(smile=0.2))
+    assert cached.cache.hits == 2

@@ -8,7 +8,10 @@ can reuse a prepared portrait for several edits.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,13 +82,62 @@ def pick_device(device: str | None) -> torch.device:
     return dev
 
 
+def portrait_key(image: bytes, params: EditParams) -> tuple[object, ...]:
+    """What a prepared portrait depends on: the image bytes and the fields read before the edit."""
+    return (
+        hashlib.sha256(image).digest(),
+        params.flag_do_crop,
+        params.flag_do_rot,
+        params.dsize,
+        params.scale,
+        params.vx_ratio,
+        params.vy_ratio,
+        params.enable_safety_checker,
+        params.flag_lip_zero,
+    )
+
+
+class PortraitCache:
+    """A small LRU of prepared portraits, so that several edits of one image (the slider
+    workflow) skip decoding, detection, cropping and the appearance and motion networks."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[object, ...], PreparedPortrait] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[object, ...]) -> PreparedPortrait | None:
+        with self._lock:
+            prep = self._items.get(key)
+            if prep is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return prep
+
+    def put(self, key: tuple[object, ...], prep: PreparedPortrait) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = prep
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
 class Engine:
-    def __init__(self, nets: Networks, arch: Arch, device: torch.device, half: bool) -> None:
+    def __init__(
+        self, nets: Networks, arch: Arch, device: torch.device, half: bool, cache_size: int = 0
+    ) -> None:
         self.nets = nets
         self.arch = arch
         self.device = device
         # float16 autocast only makes sense (and is only offered by the official code) on CUDA
         self.half = half and device.type == "cuda"
+        self.cache = PortraitCache(cache_size)
 
     @classmethod
     def load(
@@ -96,6 +148,7 @@ class Engine:
         half: bool = False,
         threads: int | None = None,
         arch: str | Arch = "full",
+        cache_size: int = 0,
     ) -> Engine:
         if threads:
             torch.set_num_threads(threads)
@@ -105,7 +158,7 @@ class Engine:
         dev = pick_device(device)
         for module in nets.modules():
             module.to(dev)
-        return cls(nets, arch_obj, dev, half)
+        return cls(nets, arch_obj, dev, half, cache_size)
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.half:
@@ -195,9 +248,17 @@ class Engine:
     ) -> EditResult:
         timer = _Timer(log, check)
         start = time.perf_counter()
-        with timer.stage("decode"):
-            rgb = decode_image(image, max_pixels=max_pixels)
-        prep = self.prepare(rgb, params, timer)
+        key = portrait_key(image, params) if self.cache.size > 0 else None
+        prep = self.cache.get(key) if key is not None else None
+        if prep is not None:
+            if log is not None:
+                log("portrait already prepared (cache hit): skipping detection and feature extraction")
+        else:
+            with timer.stage("decode"):
+                rgb = decode_image(image, max_pixels=max_pixels)
+            prep = self.prepare(rgb, params, timer)
+            if key is not None:
+                self.cache.put(key, prep)
         result = self.render(prep, params, timer)
         with timer.stage("encode"):
             data, content_type = encode_image(result, params.output_format)
