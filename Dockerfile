@@ -12,6 +12,7 @@ COPY api ./api
 COPY core ./core
 COPY storage ./storage
 COPY worker ./worker
+COPY webhooks ./webhooks
 COPY migrations ./migrations
 COPY alembic.ini ./
 

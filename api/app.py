@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import health
+from api import cdn_routes, health, storage_routes, webhook_routes
 from api.app_ids import AppId
+from api.fal_proxy import FalProxyMiddleware
 from api.queue_routes import requests_router, submit_router
 from api.run_routes import run_router
 from core.config import Settings, get_settings
+from storage import upload_sweep
 from storage.s3 import get_store
 from worker.reconcile import run_forever
 
@@ -35,12 +37,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             target=run_forever, args=(settings, stop), name="reconciler", daemon=True
         )
         reconciler.start()
+    sweeper = None
+    if settings.upload_sweep_interval_s > 0:
+        sweeper = threading.Thread(
+            target=upload_sweep.run_forever, args=(settings, stop), name="upload-sweep", daemon=True
+        )
+        sweeper.start()
     try:
         yield
     finally:
         stop.set()
-        if reconciler is not None:
-            reconciler.join(timeout=5)
+        for thread in (reconciler, sweeper):
+            if thread is not None:
+                thread.join(timeout=5)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,6 +62,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(health.router)
+    app.include_router(storage_routes.router)
+    app.include_router(cdn_routes.router)
+    app.include_router(webhook_routes.keys_router)
+    app.include_router(webhook_routes.router)
+    # fal's server-proxy contract (/api/fal/proxy) for @fal-ai/client's proxyUrl.
+    app.add_middleware(FalProxyMiddleware)
     apps = [AppId.parse(app_id) for app_id in settings.app_id_list]
     seen_bases: set[str] = set()
     for app_id in apps:

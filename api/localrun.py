@@ -1,27 +1,30 @@
 """`make run`: the whole service on one machine, in the foreground, without Docker.
 
 Starts PostgreSQL, Redis and an S3 server under LOCAL_DATA_DIR (./var; data survives restarts),
-migrates the database, then runs the API and one worker as child processes until Ctrl-C. When
-DATABASE_URL, REDIS_URL or S3_ENDPOINT_URL is set, those servers are used instead and none is
-started. Missing weights are fetched when the hub answers; without them the service still runs
-and fails requests with "model weights not installed".
+migrates the database, then runs the API, one worker and a webhook dispatcher as child processes
+until Ctrl-C. When DATABASE_URL, REDIS_URL or S3_ENDPOINT_URL is set, those servers are used
+instead and none is started. Missing weights are fetched when the hub answers; without them the
+service still runs and fails requests with "model weights not installed".
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from core.config import Settings, get_settings
 from core.migrate import upgrade
-from worker.queues import all_queues
+from worker.queues import all_queues, webhook_queue
 
 EXTERNAL_SERVER_VARS = ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL")
 STOP_TIMEOUT_S = 40.0
@@ -63,6 +66,26 @@ def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, start_new_session=True)
 
 
+class StopFlag:
+    """Set from a signal handler. A threading.Event would deadlock there: the handler runs in the
+    main thread, possibly while that thread already holds the Event's internal lock in wait()."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not self._set and time.monotonic() < end:
+            time.sleep(0.05)
+        return self._set
+
+
 def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
     for child in children:
         if child.poll() is None:
@@ -76,7 +99,7 @@ def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
-def wait_healthy(url: str, children: list[subprocess.Popen[bytes]], stop: threading.Event) -> bool:
+def wait_healthy(url: str, children: list[subprocess.Popen[bytes]], stop: StopFlag) -> bool:
     import httpx
 
     deadline = time.monotonic() + 120
@@ -95,9 +118,42 @@ def wait_healthy(url: str, children: list[subprocess.Popen[bytes]], stop: thread
     return False
 
 
+def start_local_stack(data_dir: Path) -> Any:
+    """Start the servers on the ports they had last time, so that result URLs handed out before a
+    restart (they name the S3 port) keep working; fresh free ports on the first run, or when one
+    of the old ports has been taken meanwhile."""
+    from stack.servers import LocalStack
+
+    ports_file = data_dir / "ports.json"
+    ports: dict[str, int] = {}
+    if ports_file.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            ports = {k: int(v) for k, v in json.loads(ports_file.read_text()).items()}
+    stack = LocalStack(
+        data_dir,
+        persistent=True,
+        postgres_port=ports.get("postgres"),
+        redis_port=ports.get("redis"),
+        s3_port=ports.get("s3"),
+    )
+    try:
+        stack.start()
+    except Exception as exc:
+        if not ports:
+            raise
+        say(f"servers: the previous ports are not available ({exc}); using new ones")
+        stack = LocalStack(data_dir, persistent=True)
+        stack.start()
+    assert stack.postgres and stack.redis and stack.s3
+    data_dir.mkdir(parents=True, exist_ok=True)
+    used = {"postgres": stack.postgres.port, "redis": stack.redis.port, "s3": stack.s3.port}
+    ports_file.write_text(json.dumps(used))
+    return stack
+
+
 def main() -> int:
     settings = get_settings()
-    stop = threading.Event()
+    stop = StopFlag()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
@@ -107,11 +163,10 @@ def main() -> int:
         if any(os.environ.get(name) for name in EXTERNAL_SERVER_VARS):
             say("servers: using DATABASE_URL, REDIS_URL and S3_ENDPOINT_URL from the environment")
         else:
-            from stack.servers import LocalStack
-
             data_dir = settings.local_data_dir.resolve() / "stack"
             say(f"servers: starting PostgreSQL, Redis and S3 under {data_dir}")
-            stack = cleanup.enter_context(LocalStack(data_dir, persistent=True))
+            stack = start_local_stack(data_dir)
+            cleanup.callback(stack.stop)
             env.update(stack.env())
         os.environ.update(env)
         get_settings.cache_clear()
@@ -149,6 +204,31 @@ def main() -> int:
                     "worker",
                     "-Q",
                     ",".join(all_queues(settings)),
+                    "--loglevel",
+                    "INFO",
+                ],
+                env,
+            )
+        )
+        # The webhook dispatcher: its own small thread-pool worker, so a slow receiver never
+        # holds the GPU worker above.
+        children.append(
+            spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app",
+                    "worker",
+                    "-Q",
+                    webhook_queue(settings),
+                    "-P",
+                    "threads",
+                    "--concurrency",
+                    "4",
+                    "-n",
+                    "webhooks@%h",
                     "--loglevel",
                     "INFO",
                 ],

@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import Header, HTTPException, Query
 
+from core.config import get_settings
 from core.models import Priority
 from core.request_store import utcnow
+from webhooks.url_check import WebhookUrlRefused, check_at_submit
 
 
 def _header_error(header: str, message: str, value: str) -> HTTPException:
@@ -58,16 +60,19 @@ def webhook_url(
 ) -> str | None:
     if fal_webhook is None or not fal_webhook.strip():
         return None
-    if not fal_webhook.lower().startswith(("http://", "https://")):
+    url = fal_webhook.strip()
+    message = None
+    if not url.lower().startswith(("http://", "https://")):
+        message = "must be an http(s) URL"
+    else:
+        # The image URLs' SSRF rules; each delivery attempt checks again (DNS can change).
+        try:
+            check_at_submit(url, get_settings().allowed_networks)
+        except WebhookUrlRefused as exc:
+            message = str(exc)
+    if message is not None:
         raise HTTPException(
             status_code=422,
-            detail=[
-                {
-                    "loc": ["query", "fal_webhook"],
-                    "msg": "must be an http(s) URL",
-                    "type": "value_error",
-                    "input": fal_webhook,
-                }
-            ],
+            detail=[{"loc": ["query", "fal_webhook"], "msg": message, "type": "value_error", "input": url}],
         )
-    return fal_webhook.strip()
+    return url

@@ -90,6 +90,19 @@ class Settings(BaseSettings):
     # server proxy `allowUnauthorizedRequests`: the proxy is then the only gate).
     proxy_allow_unauthenticated: bool = False
 
+    # --- webhooks (fal_webhook) -----------------------------------------------------------
+    # Seconds between attempts: 10 attempts over about 2 hours, doubling from 15 s (fal retries
+    # "10 times in the span of 2 hours"). Each wait gets +-20 % jitter.
+    webhook_retry_schedule: str = "15,30,60,120,240,480,960,1920,3840"
+    webhook_timeout_s: float = Field(15.0, gt=0, le=300)  # per attempt (connect, send, answer)
+    # Ed25519 private key (PEM, or base64 of the 32-byte seed); empty: one is generated once and
+    # kept in PostgreSQL, shared by every process.
+    webhook_signing_key: str = ""
+    # How long a rotated-out key stays in /.well-known/jwks.json (receivers cache the JWKS).
+    webhook_key_grace_s: int = Field(24 * 3600, ge=0)
+    # X-Fal-Webhook-User-Id and the signed message's user id.
+    webhook_user_id: str = "portrait-queue"
+
     # --- engine --------------------------------------------------------------------------
     weights_dir: Path = Path("./weights")
     # s3://bucket/prefix holding the same files; workers copy them into weights_dir first.
@@ -98,6 +111,9 @@ class Settings(BaseSettings):
     half_precision: bool = False
     torch_threads: int | None = None
     engine_arch: Literal["full", "tiny"] = "full"
+    # Prepared portraits (crop, features, keypoints) kept per worker process, keyed by image
+    # content and crop settings: repeated edits of one portrait skip that work. 0: off.
+    prepared_cache_size: int = Field(8, ge=0)
 
     # --- make run ------------------------------------------------------------------------
     local_data_dir: Path = Path("./var")  # where `make run` keeps PostgreSQL, Redis and S3 data
@@ -107,6 +123,13 @@ class Settings(BaseSettings):
     def _valid_cidrs(cls, value: str) -> str:
         for item in _split(value):
             ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        if any(float(item) < 0 for item in _split(value)):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE delays must be >= 0 seconds")
         return value
 
     @field_validator("torch_threads", mode="before")
@@ -136,6 +159,16 @@ class Settings(BaseSettings):
     @property
     def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(item, strict=False) for item in _split(self.allowed_private_networks)]
+
+    @property
+    def webhook_retry_delays(self) -> list[float]:
+        return [float(item) for item in _split(self.webhook_retry_schedule)]
+
+    @property
+    def webhook_lease_s(self) -> float:
+        # An attempt is DNS + connect + send + answer, each bounded by the timeout; past this a
+        # dispatcher is presumed dead and the sweep hands the delivery to another one.
+        return 3 * self.webhook_timeout_s + 10
 
     @property
     def visibility_timeout_s(self) -> int:

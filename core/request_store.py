@@ -13,6 +13,8 @@ from sqlalchemy import and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from core import webhook_outbox
+from core.config import get_settings
 from core.failures import Failure
 from core.models import RequestRow, Status
 
@@ -184,13 +186,21 @@ def complete_failed(
 
 
 def _finish(session: Session, request_id: uuid.UUID, conditions: tuple[Any, ...], **values: Any) -> bool:
+    """The one way into COMPLETED: the webhook delivery, if any, joins this same transaction."""
     stmt = (
         update(RequestRow)
         .where(RequestRow.id == request_id, *conditions)
         .values(status=Status.COMPLETED.value, finished_at=utcnow(), lease_expires_at=None, **values)
-        .returning(RequestRow.id)
+        .returning(*webhook_outbox.COMPLETION_COLUMNS)
     )
-    return session.execute(stmt).scalar_one_or_none() is not None
+    done = session.execute(stmt).one_or_none()
+    if done is None:
+        return False
+    if done.webhook_url:
+        webhook_outbox.enqueue(
+            session, webhook_outbox.completion_of(done), user_id=get_settings().webhook_user_id
+        )
+    return True
 
 
 class CancelOutcome(enum.Enum):

@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, pool
 
 from core.config import get_settings
 from core.models import Base
+from core.webhook_models import WebhookDelivery  # noqa: F401  (registers the webhook tables)
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -11,6 +11,7 @@ from botocore.client import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from core.config import Settings, get_settings
+from storage.file_urls import key_from_service_path
 
 
 class ObjectTooLarge(Exception):
@@ -42,6 +43,11 @@ class ObjectStore:
                 raise
             self._client.create_bucket(Bucket=self.bucket)
         self._bucket_checked = True
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, for operations this class does not wrap (multipart, listing)."""
+        return self._client
 
     def ping(self) -> None:
         self._client.head_bucket(Bucket=self.bucket)
@@ -86,15 +92,20 @@ class ObjectStore:
         base = url.split("?", 1)[0]
         if self._public_base and base.startswith(self._public_base + "/"):
             return unquote(base[len(self._public_base) + 1 :]) or None
-        if self._endpoint:
-            endpoint = urlsplit(self._endpoint)
-            target = urlsplit(base)
+        target = urlsplit(base)
+        # Presigned URLs may name the presign endpoint rather than the one the service uses.
+        for configured in (self._endpoint, self._presign_endpoint):
+            if not configured:
+                continue
+            endpoint = urlsplit(configured)
             prefix = f"{endpoint.path.rstrip('/')}/{self.bucket}/"
             if (target.scheme, target.netloc) == (
                 endpoint.scheme,
                 endpoint.netloc,
             ) and target.path.startswith(prefix):
                 return unquote(target.path[len(prefix) :]) or None
+        if target.scheme in {"http", "https"}:
+            return key_from_service_path(unquote(target.path))
         return None
 
 

@@ -23,18 +23,22 @@ def is_public(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-def check_address(address: IPAddress, allowed: Sequence[IPNetwork]) -> None:
+def check_address(address: IPAddress, allowed: Sequence[IPNetwork], *, field: str = "image_url") -> None:
     if is_public(address) or any(address in network for network in allowed):
         return
-    raise ForbiddenAddress(f"image_url resolves to a non-public address ({address}), which is not allowed")
+    raise ForbiddenAddress(f"{field} resolves to a non-public address ({address}), which is not allowed")
 
 
-def resolve_checked(host: str, port: int, allowed: Sequence[IPNetwork]) -> list[IPAddress]:
-    """All addresses of `host`, each checked; raises if any of them is forbidden."""
+def resolve_checked(
+    host: str, port: int, allowed: Sequence[IPNetwork], *, field: str = "image_url"
+) -> list[IPAddress]:
+    """All addresses of `host`, each checked; raises if any of them is forbidden.
+
+    `field` names the URL in error messages (input images and webhooks share these rules)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise DownloadFailed(f"image_url host {host!r} could not be resolved") from exc
+        raise DownloadFailed(f"{field} host {host!r} could not be resolved") from exc
     addresses: list[IPAddress] = []
     for info in infos:
         # Strip an IPv6 zone id ("fe80::1%eth0"): ipaddress would refuse it.
@@ -42,7 +46,7 @@ def resolve_checked(host: str, port: int, allowed: Sequence[IPNetwork]) -> list[
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise DownloadFailed(f"image_url host {host!r} has no address")
+        raise DownloadFailed(f"{field} host {host!r} has no address")
     for address in addresses:
-        check_address(address, allowed)
+        check_address(address, allowed, field=field)
     return addresses

@@ -10,11 +10,13 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from core.config import Settings, get_settings
-from worker.queues import all_queues, queue_for
+from worker.queues import all_queues, queue_for, webhook_queue
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery("portrait_queue", broker=settings.redis_url, include=["worker.tasks"])
+    app = Celery(
+        "portrait_queue", broker=settings.redis_url, include=["worker.tasks", "worker.webhook_tasks"]
+    )
     visibility = settings.visibility_timeout_s
     app.conf.update(
         # A task is acknowledged when it ends, and requeued if its process dies mid-way; the
@@ -46,7 +48,8 @@ def create_app(settings: Settings) -> Celery:
         # Each queue gets its own exchange and key: a shared default exchange would bind every
         # queue to the same key and copy each message into all of them.
         task_queues=[
-            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in all_queues(settings)
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in [*all_queues(settings), webhook_queue(settings)]
         ],
         task_create_missing_queues=False,
         task_serializer="json",

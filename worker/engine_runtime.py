@@ -43,6 +43,7 @@ def load(settings: Settings) -> None:
             half=settings.half_precision,
             threads=settings.torch_threads,
             arch=settings.engine_arch,
+            cache_size=settings.prepared_cache_size,
         )
         _load_error = None
         log.info("engine loaded from %s (arch %s)", settings.weights_dir, settings.engine_arch)

@@ -6,6 +6,7 @@ from core.config import Settings
 from core.models import Priority
 
 EDIT_TASK = "portrait.edit"
+WEBHOOK_TASK = "portrait.webhook"
 
 
 def queue_for(settings: Settings, priority: int) -> str:
@@ -14,3 +15,8 @@ def queue_for(settings: Settings, priority: int) -> str:
 
 def all_queues(settings: Settings) -> list[str]:
     return [queue_for(settings, p) for p in sorted(Priority)]
+
+
+def webhook_queue(settings: Settings) -> str:
+    # Its own queue, consumed by dispatchers only: GPU workers never wait on a slow receiver.
+    return f"{settings.queue_name}.webhooks"

@@ -3,7 +3,9 @@
 - a waiting request whose message was never published (broker down at submit) or may have been
   lost (Redis restarted without persistence) is published again;
 - a running request whose worker stopped renewing its lease (killed, machine gone) is put back
-  in the queue, and fails with runner_disconnected once it has used up its attempts.
+  in the queue, and fails with runner_disconnected once it has used up its attempts;
+- a webhook delivery that is due with no message in flight (never published, or its dispatcher
+  died mid-attempt) is published again.
 
 Duplicate messages are harmless: only one claim in PostgreSQL can succeed. Several reconcilers
 may run (one per API process); an advisory lock lets one of them work per round.
@@ -23,6 +25,8 @@ from sqlalchemy import func, select
 from core.config import Settings, get_settings
 from core.db import session_scope
 from core.request_store import find_stale, requeue_expired
+from core.webhook_outbox import find_due
+from webhooks.dispatch import publish_delivery
 from worker.dispatch import publish
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ PUBLISH_GRACE_S = 10.0
 class Round:
     republished: int = 0
     requeued: int = 0
+    webhooks: int = 0
 
 
 def reconcile_once(settings: Settings) -> Round:
@@ -47,11 +52,15 @@ def reconcile_once(settings: Settings) -> Round:
             session, publish_grace_s=PUBLISH_GRACE_S, republish_after_s=settings.republish_after_s
         )
         requeued = [(rid, requeue_expired(session, rid)) for rid in stale.lease_expired]
+        due_webhooks = find_due(session, republish_after_s=settings.republish_after_s)
     to_publish = stale.unpublished + [(rid, p) for rid, p in requeued if p is not None]
     published = sum(publish(rid, priority) for rid, priority in to_publish)
     if to_publish:
         log.info("reconciler: published %d of %d, requeued %d", published, len(to_publish), len(requeued))
-    return Round(republished=published, requeued=sum(p is not None for _, p in requeued))
+    webhooks = sum(publish_delivery(delivery_id) for delivery_id in due_webhooks)
+    if due_webhooks:
+        log.info("reconciler: published %d of %d due webhook deliveries", webhooks, len(due_webhooks))
+    return Round(republished=published, requeued=sum(p is not None for _, p in requeued), webhooks=webhooks)
 
 
 def run_forever(settings: Settings, stop: threading.Event) -> None:

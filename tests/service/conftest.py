@@ -19,6 +19,7 @@ from tests.service.processes import Child, start_api, start_worker
 
 MAX_INPUT_BYTES = 2_000_000
 MAX_INPUT_PIXELS = 4_000_000
+UPLOAD_MAX_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ def service_env(local_stack: LocalStack, tiny_weights: Path) -> Iterator[dict[st
         "FETCH_TIMEOUT_S": "5",
         "RECONCILE_INTERVAL_S": "1",
         "PUBLIC_BASE_URL": "",
+        # Room for a two-part multipart upload (S3 parts are at least 5 MiB) but small enough that
+        # the size limit is cheap to hit.
+        "UPLOAD_MAX_BYTES": str(UPLOAD_MAX_BYTES),
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)

@@ -1,0 +1,117 @@
+"""Webhook endpoints: the public JWKS that verifies signatures, and per request the delivery log
+and a redelivery (both behind API_KEYS when it is set)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from api.auth import require_key
+from api.request_service import parse_request_id
+from api.webhook_schemas import (
+    JsonWebKeySet,
+    WebhookAttemptView,
+    WebhookDeliveriesResponse,
+    WebhookDeliveryView,
+)
+from core.config import get_settings
+from core.db import session_scope
+from core.models import RequestRow
+from core.webhook_models import DeliveryState
+from core.webhook_outbox import Redelivery, deliveries_of, redeliver
+from webhooks.keys import jwks, published_keys
+
+# Receivers may cache the key set; rotation keeps retired keys published for much longer.
+JWKS_MAX_AGE_S = 300
+_NOT_FOUND = {"detail": "Request not found"}
+_CONFLICTS = {
+    Redelivery.NOT_COMPLETED: "The request has not completed yet",
+    Redelivery.NO_WEBHOOK: "The request was submitted without fal_webhook",
+    Redelivery.IN_PROGRESS: "A delivery of this request is still in progress",
+}
+
+keys_router = APIRouter(tags=["webhooks"])
+router = APIRouter(prefix="/webhooks/requests", tags=["webhooks"], dependencies=[Depends(require_key)])
+
+
+@keys_router.get(
+    "/.well-known/jwks.json",
+    summary="Public keys that verify X-Fal-Webhook-Signature",
+    response_model=JsonWebKeySet,
+)
+def jwks_document() -> JSONResponse:
+    with session_scope() as session:
+        document = jwks(published_keys(session, get_settings()))
+    return JSONResponse(document, headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_S}"})
+
+
+@router.get(
+    "/{request_id}/deliveries",
+    summary="Webhook deliveries of a request, with every attempt",
+    response_model=WebhookDeliveriesResponse,
+    responses={404: {"description": "Unknown request"}},
+)
+def list_deliveries(request_id: str) -> JSONResponse:
+    rid = parse_request_id(request_id)
+    body = _deliveries(rid) if rid is not None else None
+    if body is None:
+        return JSONResponse(_NOT_FOUND, status_code=404)
+    return JSONResponse(body)
+
+
+@router.post(
+    "/{request_id}/redeliver",
+    summary="Send a completed request's webhook again, with a fresh retry schedule",
+    response_model=WebhookDeliveriesResponse,
+    status_code=202,
+    responses={404: {"description": "Unknown request"}, 409: {"description": "Nothing to redeliver now"}},
+)
+def redeliver_request(request_id: str) -> JSONResponse:
+    rid = parse_request_id(request_id)
+    if rid is None:
+        return JSONResponse(_NOT_FOUND, status_code=404)
+    with session_scope() as session:
+        outcome = redeliver(session, rid, user_id=get_settings().webhook_user_id)
+    # The commit above published the delivery (or the sweep will).
+    if outcome is Redelivery.NOT_FOUND:
+        return JSONResponse(_NOT_FOUND, status_code=404)
+    if outcome is not Redelivery.STARTED:
+        return JSONResponse({"detail": _CONFLICTS[outcome]}, status_code=409)
+    return JSONResponse(_deliveries(rid), status_code=202)
+
+
+def _deliveries(request_id: uuid.UUID) -> dict[str, Any] | None:
+    with session_scope() as session:
+        if session.get(RequestRow, request_id) is None:
+            return None
+        views = [
+            WebhookDeliveryView(
+                id=str(delivery.id),
+                url=delivery.url,
+                state=DeliveryState(delivery.state).value,
+                attempts=delivery.attempts,
+                created_at=delivery.created_at,
+                next_attempt_at=delivery.next_attempt_at
+                if delivery.state == DeliveryState.PENDING.value
+                else None,
+                finished_at=delivery.finished_at,
+                last_status_code=delivery.last_status_code,
+                last_error=delivery.last_error,
+                attempt_log=[
+                    WebhookAttemptView(
+                        number=a.number,
+                        started_at=a.started_at,
+                        finished_at=a.finished_at,
+                        status_code=a.status_code,
+                        error=a.error,
+                    )
+                    for a in attempts
+                ],
+            )
+            for delivery, attempts in deliveries_of(session, request_id)
+        ]
+    response = WebhookDeliveriesResponse(request_id=str(request_id), deliveries=views)
+    return response.model_dump(mode="json")

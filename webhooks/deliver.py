@@ -1,0 +1,74 @@
+"""One attempt of a delivery, as a dispatcher runs it: claim, sign, send, record, schedule.
+
+Every attempt carries the same body, request id and delivery id; the timestamp and signature
+are made per attempt, so a retry hours later still passes the receiver's freshness check.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from core.config import Settings, get_settings
+from core.db import session_scope
+from core.webhook_outbox import AfterAttempt, Claimed, Next, claim_attempt, finish_attempt
+from webhooks import sender
+from webhooks.dispatch import publish_delivery
+from webhooks.keys import SigningKey, signing_key
+from webhooks.signing import ATTEMPT, DELIVERY_ID, signature_headers
+
+log = logging.getLogger(__name__)
+
+# Waits up to this long go to the broker as a countdown; longer ones are left to the sweep, so
+# that no message sits unacknowledged in a dispatcher for long.
+COUNTDOWN_MAX_S = 60.0
+
+
+def attempt_delivery(delivery_id: uuid.UUID, settings: Settings | None = None) -> AfterAttempt | None:
+    settings = settings or get_settings()
+    with session_scope() as session:
+        # The key first: a dispatcher that cannot sign must not use up an attempt.
+        key = signing_key(session, settings)
+    with session_scope() as session:
+        claimed = claim_attempt(session, delivery_id, lease_s=settings.webhook_lease_s)
+    if claimed is None:
+        log.info("webhook delivery %s is not due or is taken; skipping", delivery_id)
+        return None
+
+    body = claimed.body.encode()
+    outcome = sender.post(
+        claimed.url,
+        body,
+        _headers(claimed, key, body),
+        timeout_s=settings.webhook_timeout_s,
+        allowed=settings.allowed_networks,
+    )
+    if outcome.accepted:
+        log.info("webhook %s attempt %d delivered (%s)", delivery_id, claimed.attempt, outcome.status_code)
+    else:
+        log.warning("webhook %s attempt %d failed: %s", delivery_id, claimed.attempt, outcome.error)
+    with session_scope() as session:
+        after = finish_attempt(
+            session,
+            claimed,
+            outcome,
+            retry_delays=settings.webhook_retry_delays,
+            publish_within_s=COUNTDOWN_MAX_S,
+        )
+    if after.next is Next.RETRY:
+        publish_delivery(delivery_id, countdown=after.delay_s)
+    return after
+
+
+def _headers(claimed: Claimed, key: SigningKey, body: bytes) -> dict[str, str]:
+    headers = signature_headers(
+        key.private,
+        request_id=str(claimed.request_id),
+        user_id=claimed.user_id,
+        timestamp=int(time.time()),
+        body=body,
+    )
+    headers[DELIVERY_ID] = str(claimed.delivery_id)
+    headers[ATTEMPT] = str(claimed.attempt)
+    return headers
