@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_DIR ?= ./weights
 export WEIGHTS_DIR
 
-.PHONY: install test lint weights bench-engine run
+.PHONY: install test lint weights bench-engine bench run
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

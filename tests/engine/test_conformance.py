@@ -63,7 +63,13 @@ def test_motion_outputs(source: dict, kit: dict, head: str) -> None:
 
 @pytest.mark.parametrize("angle", ["pitch", "yaw", "roll"])
 def test_head_pose_degrees(source: dict, kit: dict, angle: str) -> None:
-    assert_close(getattr(source["motion"], angle), kit[f"pose_deg_{angle}"], f"{angle} degrees")
+    # The bins -> degrees stage on the official logits: exact up to float32 rounding.
+    degrees = kp.bins_to_degrees(torch.from_numpy(kit[f"motion_raw_{angle}"]))
+    assert_close(degrees, kit[f"pose_deg_{angle}"], f"{angle} degrees")
+    # Chained on our own logits: the expectation over 66 bins amplifies the logits' float noise
+    # (~1e-6) to ~1e-4 degrees, so near-zero angles are judged on the scale of the bins (97.5).
+    ours = getattr(source["motion"], angle).item()
+    assert abs(ours - kit[f"pose_deg_{angle}"].item()) <= REL_TOL * 97.5
 
 
 def test_source_keypoints(source: dict, kit: dict) -> None:

@@ -1,0 +1,266 @@
+"""`make bench`: the whole path against a live stack on this machine, figures printed and saved.
+
+Starts its own PostgreSQL, Redis and S3 (stack.servers), the API under uvicorn and Celery
+workers, then measures:
+  * submit throughput and latency under concurrency (load generator in a second process),
+  * status-poll throughput,
+  * queue overhead with an idle worker: client-observed submit->result time minus the worker's
+    reported inference time (and, from PostgreSQL, submit->worker-start),
+  * end-to-end latency of one edit,
+  * edits per second with 1, 2 and 4 worker processes.
+Writes bench/results.json.
+
+    python bench/service.py [--engine full|tiny] [--seconds 5] [--concurrency 32] [--api-workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import percentile, run_load  # noqa: E402
+from stack.servers import LocalStack  # noqa: E402
+from tests.service.processes import Child, start_api, start_worker  # noqa: E402
+
+KIT = ROOT.parent / "shared" / "liveportrait-kit"
+APP = "fal-ai/live-portrait/image"
+TARGETS = {"submit_rps": 500, "submit_p99_ms": 50, "status_rps": 2000, "queue_overhead_p50_ms": 20}
+
+
+def portrait_png() -> tuple[bytes, dict[str, object]]:
+    if (KIT / "vectors_seed0.npz").is_file():
+        with np.load(KIT / "vectors_seed0.npz") as kit:
+            image, extra = kit["source_image"], {}
+    else:  # no portrait at hand: a synthetic image, edited without cropping
+        image = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+        extra = {"flag_do_crop": False, "flag_lip_zero": False}
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue(), extra
+
+
+def serve_file(data: bytes) -> str:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/portrait.png"
+
+
+def weights_for(engine: str, tmp: Path) -> Path:
+    from worker.liveportrait.testing import write_random_weights
+
+    if engine == "tiny":
+        return write_random_weights(tmp / "tiny-weights", arch="tiny")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from engine import weights_dir  # the same cache bench-engine uses
+
+    return weights_dir()
+
+
+def wait_done(client: httpx.Client, base: str, request_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    url = f"{base}/{APP.rsplit('/', 1)[0]}/requests/{request_id}/status"
+    while time.monotonic() < deadline:
+        body = client.get(url).json()
+        if body["status"] == "COMPLETED":
+            return body
+        time.sleep(0.002)
+    raise TimeoutError(request_id)
+
+
+def submit(client: httpx.Client, base: str, payload: dict) -> str:
+    resp = client.post(f"{base}/{APP}", json=payload)
+    resp.raise_for_status()
+    return resp.json()["request_id"]
+
+
+def purge(env: dict[str, str]) -> None:
+    """Forget the requests the load tests queued (nobody consumed them)."""
+    import redis
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env["DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM requests"))
+    engine.dispose()
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--engine", choices=["full", "tiny"], default="full")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--api-workers", type=int, default=1)
+    parser.add_argument("--overhead-samples", type=int, default=30)
+    parser.add_argument("--edits-per-worker", type=int, default=2)
+    args = parser.parse_args()
+
+    results: dict[str, object] = {"engine": args.engine, "machine": f"{os.cpu_count()} CPUs"}
+    with (
+        tempfile.TemporaryDirectory() as tmp_name,
+        LocalStack(Path(tmp_name) / "stack", persistent=False) as stack,
+    ):
+        tmp = Path(tmp_name)
+        logs = tmp / "logs"
+        logs.mkdir()
+        image, extra = portrait_png()
+        image_url = serve_file(image)
+        env = {
+            **stack.env(),
+            "AUTH_MODE": "off",
+            "ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
+            "QUEUE_NAME": f"bench{uuid.uuid4().hex[:6]}",
+            "DEVICE": "cpu",
+            "RECONCILE_INTERVAL_S": "5",
+            "STATUS_STREAM_POLL_S": "0.02",
+        }
+        from core.migrate import upgrade
+
+        upgrade(env["DATABASE_URL"])
+        api_env = {**env, "WEB_CONCURRENCY": str(args.api_workers)}
+        api, base = start_api(api_env, logs)
+        payload = {"image_url": image_url, "smile": 0.5, **extra}
+        try:
+            print(f"submit: {args.concurrency} connections for {args.seconds:.0f} s ...", flush=True)
+            load = run_load(
+                f"{base}/{APP}", method="POST", body=json.dumps(payload).encode(),
+                concurrency=args.concurrency, seconds=args.seconds,
+            )  # fmt: skip
+            results.update(submit_rps=load.rps, submit_p50_ms=load.p50_ms, submit_p99_ms=load.p99_ms,
+                           submit_errors=load.errors)  # fmt: skip
+            with httpx.Client(timeout=30) as client:
+                rid = submit(client, base, payload)
+            print(f"status: {args.concurrency} connections for {args.seconds:.0f} s ...", flush=True)
+            load = run_load(
+                f"{base}/{APP.rsplit('/', 1)[0]}/requests/{rid}/status",
+                concurrency=args.concurrency, seconds=args.seconds,
+            )  # fmt: skip
+            results.update(status_rps=load.rps, status_p50_ms=load.p50_ms, status_p99_ms=load.p99_ms,
+                           status_errors=load.errors)  # fmt: skip
+            purge(env)
+
+            # queue overhead, with the narrow engine so that the edit itself is short
+            tiny_env = {**env, "WEIGHTS_DIR": str(weights_for("tiny", tmp)), "ENGINE_ARCH": "tiny"}
+            queues = f"{env['QUEUE_NAME']}.normal,{env['QUEUE_NAME']}.low"
+            worker = start_worker(tiny_env, logs, "overhead", queues)
+            overheads, start_waits = [], []
+            with httpx.Client(timeout=30) as client:
+                wait_done(client, base, submit(client, base, payload))  # warm-up: model load, caches
+                print(f"queue overhead: {args.overhead_samples} sequential requests ...", flush=True)
+                for _ in range(args.overhead_samples):
+                    t0 = time.perf_counter()
+                    status = wait_done(client, base, submit(client, base, payload))
+                    total_ms = (time.perf_counter() - t0) * 1000
+                    overheads.append(total_ms - 1000 * float(status["metrics"]["inference_time"]))
+                start_waits = started_minus_queued_ms(env)
+            worker.stop()
+            results.update(
+                queue_overhead_p50_ms=statistics.median(overheads),
+                queue_overhead_p99_ms=percentile(overheads, 0.99),
+                start_wait_p50_ms=statistics.median(start_waits),
+            )
+            purge(env)
+
+            # end to end and throughput with the chosen engine
+            run_env = {**env, "WEIGHTS_DIR": str(weights_for(args.engine, tmp)), "ENGINE_ARCH": args.engine}
+            by_workers: dict[str, float] = {}
+            for n in (1, 2, 4):
+                workers: list[Child] = [start_worker(run_env, logs, f"w{n}-{i}", queues) for i in range(n)]
+                with httpx.Client(timeout=60) as client:
+                    warm = [submit(client, base, payload) for _ in range(n)]
+                    for rid in warm:
+                        wait_done(client, base, rid)
+                    if n == 1:
+                        e2e = []
+                        for _ in range(3):
+                            t0 = time.perf_counter()
+                            wait_done(client, base, submit(client, base, payload))
+                            e2e.append(time.perf_counter() - t0)
+                        results["e2e_latency_s"] = statistics.median(e2e)
+                    count = n * args.edits_per_worker
+                    print(f"throughput: {count} edits on {n} worker process(es) ...", flush=True)
+                    t0 = time.perf_counter()
+                    ids = [submit(client, base, payload) for _ in range(count)]
+                    for rid in ids:
+                        wait_done(client, base, rid)
+                    by_workers[str(n)] = count / (time.perf_counter() - t0)
+                for w in workers:
+                    w.stop()
+            results["edits_per_s_by_workers"] = by_workers
+        finally:
+            api.stop()
+
+    report(results)
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def started_minus_queued_ms(env: dict[str, str]) -> list[float]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env["DATABASE_URL"])
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT extract(epoch FROM started_at - queued_at) * 1000"
+                " FROM requests WHERE started_at IS NOT NULL"
+            )
+        ).all()
+    engine.dispose()
+    return [float(r[0]) for r in rows]
+
+
+def report(r: dict) -> None:
+    def line(name: str, value: float, unit: str, key: str | None = None) -> None:
+        target = TARGETS.get(key or "")
+        mark = ""
+        if target is not None:
+            ok = value <= target if key and key.endswith("_ms") else value >= target
+            mark = (
+                f"target {'<' if key and key.endswith('_ms') else '>='} {target}: {'met' if ok else 'MISSED'}"
+            )
+        print(f"{name:<44}{value:>12.2f} {unit:<8}{mark}")
+
+    print(f"\nportrait-queue service benchmark ({r['machine']}, engine {r['engine']})")
+    line("submit throughput", r["submit_rps"], "req/s", "submit_rps")
+    line("submit latency p50", r["submit_p50_ms"], "ms")
+    line("submit latency p99", r["submit_p99_ms"], "ms", "submit_p99_ms")
+    line("status-poll throughput", r["status_rps"], "req/s", "status_rps")
+    line("status latency p99", r["status_p99_ms"], "ms")
+    line("queue overhead p50 (idle worker)", r["queue_overhead_p50_ms"], "ms", "queue_overhead_p50_ms")
+    line("queue overhead p99", r["queue_overhead_p99_ms"], "ms")
+    line("  of which submit -> worker start p50", r["start_wait_p50_ms"], "ms")
+    line("end-to-end latency, one edit", r["e2e_latency_s"], "s")
+    for n, value in r["edits_per_s_by_workers"].items():
+        line(f"throughput with {n} worker process(es)", value, "edits/s")
+
+
+if __name__ == "__main__":
+    main()
