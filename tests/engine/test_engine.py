@@ -165,3 +165,43 @@ def test_repeated_edits_of_one_portrait_reuse_the_preparation(
     # the expression is not: another slider value reuses it
     cached.edit(data, EditParams(smile=0.2))
     assert cached.cache.hits == 2
+
+
+def test_batch_matches_single_edits_and_isolates_failures(engine: Engine, astronaut: np.ndarray) -> None:
+    from worker.liveportrait.engine import BatchItem
+
+    data = encode(astronaut)
+    params = [
+        EditParams(smile=1.0, output_format="png"),
+        EditParams(wink=10, flag_pasteback=False, output_format="png"),
+    ]
+    items = [BatchItem(data, params[0]), BatchItem(b"junk", EditParams()), BatchItem(data, params[1])]
+    outcomes = engine.edit_batch(items)
+    assert isinstance(outcomes[1], InvalidImageError)
+    for outcome, p in zip((outcomes[0], outcomes[2]), params, strict=True):
+        assert not isinstance(outcome, Exception)
+        assert outcome.timings["batch_size"] == 2
+        single = engine.edit(data, p)
+        got, expected = np.asarray(decode(outcome.data), int), np.asarray(decode(single.data), int)
+        assert got.shape == expected.shape and np.abs(got - expected).max() <= 1
+
+
+def test_a_cancelled_item_does_not_sink_the_batch(engine: Engine, astronaut: np.ndarray) -> None:
+    from worker.liveportrait.engine import BatchItem
+
+    class Cancelled(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def cancel_at_render() -> None:
+        calls["n"] += 1
+        if calls["n"] > 5:  # after the five preparation stages: cancelled at the shared pass
+            raise Cancelled
+
+    data = encode(astronaut)
+    outcomes = engine.edit_batch(
+        [BatchItem(data, EditParams(), check=cancel_at_render), BatchItem(data, EditParams())]
+    )
+    assert isinstance(outcomes[0], Cancelled)
+    assert not isinstance(outcomes[1], Exception) and outcomes[1].width == 512

@@ -43,6 +43,14 @@ class EditResult:
 
 
 @dataclass
+class BatchItem:
+    image: bytes
+    params: EditParams
+    log: LogFn | None = None
+    check: CheckFn | None = None
+
+
+@dataclass
 class PreparedPortrait:
     """Everything an edit needs that depends only on the image and the crop settings."""
 
@@ -67,7 +75,9 @@ class _Timer:
             self.check()
         start = time.perf_counter()
         yield
-        elapsed = time.perf_counter() - start
+        self.record(name, time.perf_counter() - start)
+
+    def record(self, name: str, elapsed: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + elapsed
         if self.log is not None:
             self.log(f"{name}: {elapsed * 1000:.0f} ms")
@@ -222,20 +232,63 @@ class Engine:
         return x_d
 
     def render(self, prep: PreparedPortrait, params: EditParams, timer: _Timer) -> np.ndarray:
-        x_d = self.driving_keypoints(prep, params)
+        return self.render_batch([prep], [params], [timer])[0]
+
+    def render_batch(
+        self, preps: list[PreparedPortrait], params: list[EditParams], timers: list[_Timer]
+    ) -> list[np.ndarray]:
+        """Warp and decode several edits in one pass of W and G (the expensive part on a GPU,
+        where a batch costs little more than one edit), then paste each back on its own."""
+        x_d = torch.cat([self.driving_keypoints(p, q) for p, q in zip(preps, params, strict=True)])
+        x_s = torch.cat([p.x_s for p in preps])
+        feature = torch.cat([p.feature for p in preps]) if len(preps) > 1 else preps[0].feature
+        for timer in timers:
+            if timer.check is not None:
+                timer.check()
         with torch.inference_mode(), self._autocast():
-            with timer.stage("warping"):
-                warped = self.nets.warping(prep.feature, kp_driving=x_d, kp_source=prep.x_s)["out"]
-            with timer.stage("decoder"):
-                out = self.nets.decoder(warped)
+            start = time.perf_counter()
+            warped = self.nets.warping(feature, kp_driving=x_d, kp_source=x_s)["out"]
+            mid = time.perf_counter()
+            for timer in timers:
+                if timer.check is not None:
+                    timer.check()
+            out = self.nets.decoder(warped)
+            end = time.perf_counter()
         # truncation, not rounding, as the official output conversion does
-        crop512 = (
-            (out[0].float().permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
+        crops = (
+            (out.float().permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
         )
-        with timer.stage("pasteback"):
-            if params.flag_pasteback:
-                return paste_back(crop512, prep.m_c2o, prep.image, crop_size=prep.crop_size)
-            return resize_crop(crop512, prep.crop_size)
+        results = []
+        for i, (prep, q, timer) in enumerate(zip(preps, params, timers, strict=True)):
+            timer.record("warping", mid - start)
+            timer.record("decoder", end - mid)
+            with timer.stage("pasteback"):
+                if q.flag_pasteback:
+                    results.append(paste_back(crops[i], prep.m_c2o, prep.image, crop_size=prep.crop_size))
+                else:
+                    results.append(resize_crop(crops[i], prep.crop_size))
+        return results
+
+    def _prepared(self, image: bytes, params: EditParams, timer: _Timer, max_pixels: int) -> PreparedPortrait:
+        key = portrait_key(image, params) if self.cache.size > 0 else None
+        prep = self.cache.get(key) if key is not None else None
+        if prep is not None:
+            if timer.log is not None:
+                timer.log("portrait already prepared (cache hit): skipping detection and feature extraction")
+            return prep
+        with timer.stage("decode"):
+            rgb = decode_image(image, max_pixels=max_pixels)
+        prep = self.prepare(rgb, params, timer)
+        if key is not None:
+            self.cache.put(key, prep)
+        return prep
+
+    def _finish(self, result: np.ndarray, params: EditParams, timer: _Timer, start: float) -> EditResult:
+        with timer.stage("encode"):
+            data, content_type = encode_image(result, params.output_format)
+        timer.timings["total"] = time.perf_counter() - start
+        height, width = result.shape[:2]
+        return EditResult(data, content_type, width, height, timer.timings)
 
     def edit(
         self,
@@ -248,20 +301,42 @@ class Engine:
     ) -> EditResult:
         timer = _Timer(log, check)
         start = time.perf_counter()
-        key = portrait_key(image, params) if self.cache.size > 0 else None
-        prep = self.cache.get(key) if key is not None else None
-        if prep is not None:
-            if log is not None:
-                log("portrait already prepared (cache hit): skipping detection and feature extraction")
-        else:
-            with timer.stage("decode"):
-                rgb = decode_image(image, max_pixels=max_pixels)
-            prep = self.prepare(rgb, params, timer)
-            if key is not None:
-                self.cache.put(key, prep)
-        result = self.render(prep, params, timer)
-        with timer.stage("encode"):
-            data, content_type = encode_image(result, params.output_format)
-        timer.timings["total"] = time.perf_counter() - start
-        height, width = result.shape[:2]
-        return EditResult(data, content_type, width, height, timer.timings)
+        prep = self._prepared(image, params, timer, max_pixels)
+        return self._finish(self.render(prep, params, timer), params, timer, start)
+
+    def edit_batch(
+        self, items: list[BatchItem], *, max_pixels: int = 40_000_000
+    ) -> list[EditResult | Exception]:
+        """Several edits at once: each portrait is prepared on its own (an error there fails only
+        that item), then all of them go through W and G as one batch."""
+        start = time.perf_counter()
+        outcomes: list[EditResult | Exception] = [RuntimeError("not run")] * len(items)
+        ready: list[tuple[int, PreparedPortrait, _Timer]] = []
+        for i, item in enumerate(items):
+            timer = _Timer(item.log, item.check)
+            try:
+                ready.append((i, self._prepared(item.image, item.params, timer, max_pixels), timer))
+            except Exception as exc:  # the item's own failure: bad image, no face, cancelled
+                outcomes[i] = exc
+        if ready:
+            try:
+                images = self.render_batch(
+                    [prep for _, prep, _ in ready],
+                    [items[i].params for i, _, _ in ready],
+                    [t for *_, t in ready],
+                )
+            except Exception as exc:  # a cancelled item aborts the shared pass: retry the rest alone
+                if len(ready) == 1:
+                    outcomes[ready[0][0]] = exc
+                    return outcomes
+                for i, _, _ in ready:
+                    try:
+                        outcomes[i] = self.edit(items[i].image, items[i].params, log=items[i].log,
+                                                check=items[i].check, max_pixels=max_pixels)  # fmt: skip
+                    except Exception as single_exc:
+                        outcomes[i] = single_exc
+                return outcomes
+            for (i, _, timer), result in zip(ready, images, strict=True):
+                timer.timings["batch_size"] = float(len(ready))
+                outcomes[i] = self._finish(result, items[i].params, timer, start)
+        return outcomes
