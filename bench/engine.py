@@ -14,6 +14,7 @@ import io
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker.liveportrait.engine import Engine, PortraitCache  # noqa: E402
+from worker.liveportrait.engine import BatchItem, Engine, PortraitCache  # noqa: E402
 from worker.liveportrait.params import EditParams  # noqa: E402
 from worker.liveportrait.testing import write_random_weights  # noqa: E402
 
@@ -65,15 +66,35 @@ def portrait() -> tuple[bytes, EditParams]:
     return buf.getvalue(), EditParams(**params)
 
 
+def kit_error(engine: Engine) -> float:
+    """Largest deviation of the decoded image from the official one (kit edit 0) in this
+    configuration (device, precision, compilation): the cost of a speed option in accuracy."""
+    with np.load(KIT / "vectors_seed0.npz") as kit:
+        feature = torch.from_numpy(kit["feature_3d"]).to(engine.device)
+        x_s = torch.from_numpy(kit["x_s"]).to(engine.device)
+        x_d = torch.from_numpy(kit["edit0_x_d_stitched"]).to(engine.device)
+        expected = kit["edit0_image_float"].astype(np.float32)
+    with torch.inference_mode(), engine.autocast():
+        out = engine.nets.decoder(engine.nets.warping(feature, kp_driving=x_d, kp_source=x_s)["out"])
+    return float(np.abs(out.float().cpu().numpy() - expected).max())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--half", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the warping module and decoder")
+    parser.add_argument("--batch", default="1,4", help="batch sizes for the throughput table")
     args = parser.parse_args()
 
-    engine = Engine.load(weights_dir(), device=args.device, half=args.half, threads=args.threads)
+    engine = Engine.load(
+        weights_dir(), device=args.device, half=args.half, threads=args.threads, compile_networks=args.compile
+    )
+    if (KIT / "vectors_seed0.npz").is_file():
+        error = kit_error(engine)
+        print(f"conformance of this configuration: decoded image max |diff| vs the kit = {error:.2e}")
     data, params = portrait()
     engine.edit(data, params)  # warm-up: lazy detector load, allocator, kernels
     runs = [engine.edit(data, params).timings for _ in range(args.runs)]
@@ -92,6 +113,15 @@ def main() -> None:
     official_total = sum(OFFICIAL_CPU.values())
     print(f"{'networks':<12}{nets:>17.3f}{official_total:>18.1f}{official_total / nets:>9.1f}x")
     print(f"{'end to end':<12}{med['total']:>17.3f}{'~30':>18}")
+
+    print(f"\n{'batch':>5}{'edits/s':>10}{'latency (s)':>14}")
+    for size in (int(b) for b in args.batch.split(",")):
+        items = [BatchItem(data, params.model_copy(update={"smile": 0.1 * i})) for i in range(size)]
+        engine.edit_batch(items)  # warm-up (and compilation for this shape)
+        start = time.perf_counter()
+        engine.edit_batch(items)
+        elapsed = time.perf_counter() - start
+        print(f"{size:>5}{size / elapsed:>10.3f}{elapsed:>14.3f}")
 
     # the slider workflow: the same portrait again with another expression
     engine.cache = PortraitCache(4)

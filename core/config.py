@@ -44,8 +44,25 @@ class Settings(BaseSettings):
     public_base_url: str = ""
     # Comma-separated endpoint ids served, each with fal's URL layout.
     app_ids: str = DEFAULT_APP_ID
-    # Comma-separated `key_id:key_secret` pairs; empty: no authentication.
+    # `keys`: every call needs `Authorization: Key <key_id>:<secret>` (keys made with
+    # `python -m api.keys create`, plus API_KEYS); `off`: no auth, one local user sees everything.
+    auth_mode: Literal["keys", "off"] = "keys"
+    # Comma-separated `key_id:key_secret` pairs accepted besides the keys in PostgreSQL (static
+    # keys for deployments configured by environment only; the key id owns their requests).
     api_keys: str = ""
+    # Per-key limits, counted in PostgreSQL so that they hold across API replicas; 0: no limit.
+    key_max_in_flight: int = Field(50, ge=0)  # requests queued or running
+    key_max_submits_per_minute: int = Field(300, ge=0)
+    # Largest JSON body (413 beyond): a data-URI image of MAX_INPUT_BYTES is 4/3 of it as base64.
+    max_json_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # A client that has not sent its whole body by then is answered 408 (slow-loris defence).
+    body_read_timeout_s: float = Field(30.0, gt=0)
+    # Results (output files and the result body) are deleted this long after the request ended
+    # (fal keeps results one hour); `x-fal-object-lifecycle-preference` may ask for another
+    # duration per request, up to RESULT_RETENTION_MAX_S.
+    result_retention_s: int = Field(3600, ge=1)
+    result_retention_max_s: int = Field(30 * 24 * 3600, ge=60)
+    retention_sweep_interval_s: float = Field(60.0, ge=0)  # 0: no result sweep in the API
     reconcile_interval_s: float = Field(15.0, ge=0)  # 0: no reconciler loop in the API process
     status_stream_poll_s: float = Field(0.2, gt=0)
     status_stream_keepalive_s: float = Field(5.0, gt=0)
@@ -63,6 +80,12 @@ class Settings(BaseSettings):
     # are harmless: the claim in PostgreSQL lets only one run).
     republish_after_s: int = Field(600, ge=1)
     worker_max_tasks_per_child: int = Field(200, ge=1)
+    # How long a worker keeps retrying the write that finishes a request while PostgreSQL is
+    # unreachable, so that a database restart does not throw finished work away.
+    db_retry_s: float = Field(60.0, ge=0)
+    # FAULT INJECTION ONLY (tests, `make chaos`): sleep this long at every stage boundary of an
+    # edit, so that a request is reliably mid-run when a test kills, cancels or times it out.
+    fault_stage_delay_s: float = Field(0.0, ge=0)
 
     # --- input limits --------------------------------------------------------------------
     max_input_bytes: int = Field(20 * 1024 * 1024, ge=1)
@@ -114,6 +137,21 @@ class Settings(BaseSettings):
     # Prepared portraits (crop, features, keypoints) kept per worker process, keyed by image
     # content and crop settings: repeated edits of one portrait skip that work. 0: off.
     prepared_cache_size: int = Field(8, ge=0)
+    # torch.compile the warping module and decoder (a GPU option: slow first edits per shape).
+    torch_compile: bool = False
+
+    # --- operations: logs, metrics, playground ----------------------------------------------
+    # `json`: one JSON object per line with the request_id of the request being handled (what
+    # log shippers want); `text`: the classic human-readable line.
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    # Prometheus exposition at /metrics (aggregated from PostgreSQL at scrape time).
+    metrics_enabled: bool = True
+    # Workers write a heartbeat to Redis this often (it expires after 3 periods): the worker
+    # count in /metrics and the containers' health checks read it.
+    worker_heartbeat_s: float = Field(10.0, gt=0)
+    # The browser playground at / (static files that use the public API like any client).
+    playground_enabled: bool = True
 
     # --- make run ------------------------------------------------------------------------
     local_data_dir: Path = Path("./var")  # where `make run` keeps PostgreSQL, Redis and S3 data

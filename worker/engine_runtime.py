@@ -44,6 +44,7 @@ def load(settings: Settings) -> None:
             threads=settings.torch_threads,
             arch=settings.engine_arch,
             cache_size=settings.prepared_cache_size,
+            compile_networks=settings.torch_compile,
         )
         _load_error = None
         log.info("engine loaded from %s (arch %s)", settings.weights_dir, settings.engine_arch)

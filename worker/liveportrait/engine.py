@@ -159,6 +159,7 @@ class Engine:
         threads: int | None = None,
         arch: str | Arch = "full",
         cache_size: int = 0,
+        compile_networks: bool = False,
     ) -> Engine:
         if threads:
             torch.set_num_threads(threads)
@@ -168,9 +169,14 @@ class Engine:
         dev = pick_device(device)
         for module in nets.modules():
             module.to(dev)
+        if compile_networks:
+            # W and G are nearly all of the time; compilation happens lazily on the first edit
+            # (and again for each new batch size), so workers should warm up before serving.
+            nets.warping = torch.compile(nets.warping, dynamic=False)  # type: ignore[assignment]
+            nets.decoder = torch.compile(nets.decoder, dynamic=False)  # type: ignore[assignment]
         return cls(nets, arch_obj, dev, half, cache_size)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.half:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
@@ -207,7 +213,7 @@ class Engine:
             crop = warp_crop(image, m_o2c, params.dsize)
             source = torch.from_numpy(network_input(crop)).to(self.device)
 
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             with timer.stage("appearance"):
                 feature = self.nets.appearance(source)
             with timer.stage("motion"):
@@ -245,7 +251,7 @@ class Engine:
         for timer in timers:
             if timer.check is not None:
                 timer.check()
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             start = time.perf_counter()
             warped = self.nets.warping(feature, kp_driving=x_d, kp_source=x_s)["out"]
             mid = time.perf_counter()
