@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_DIR ?= ./weights
 export WEIGHTS_DIR
 
-.PHONY: install test lint weights bench-engine bench run
+.PHONY: install test lint weights bench-engine bench run browser chaos
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,9 +15,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,local]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
 
-test: $(STAMP)
+# Debian's chromium for the playground's browser test (Playwright drives /usr/bin/chromium; it
+# never downloads a browser). Installed only where missing and apt is there; as root or via sudo.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing chromium (apt-get) for tests/service/test_playground.py"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    >/dev/null || echo "chromium could not be installed (tests/service/test_playground.py needs it)"; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 # The whole service in the foreground: PostgreSQL, Redis and S3 under ./var, the API and a worker.
@@ -35,3 +46,12 @@ weights: $(STAMP)
 # Per-stage timings of one edit with the kit's seed-0 weights (generated into .cache/ once).
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py
+
+# The fault tests (tests/faults) with CHAOS_SCALE times the requests and faults (default 5): worker
+# kills, broker and database restarts, timeouts, cancellations, hostile input. Prints a line per
+# fault and, last, one JSON line: submitted, completed, lost, duplicated, p99_recovery_s, ...
+CHAOS_SCALE ?= 5
+chaos: $(STAMP)
+	@mkdir -p var && rm -f var/chaos.jsonl
+	@CHAOS_SCALE=$(CHAOS_SCALE) CHAOS_REPORT=$(CURDIR)/var/chaos.jsonl $(PY) -m pytest tests/faults -q; \
+	  status=$$?; $(PY) -m tests.faults.chaos_report var/chaos.jsonl; exit $$status

@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import cdn_routes, health, storage_routes, webhook_routes
+from api import cdn_routes, errors, health, operations, storage_routes, webhook_routes
 from api.app_ids import AppId
+from api.body_limits import BodyLimitMiddleware
 from api.fal_proxy import FalProxyMiddleware
 from api.queue_routes import requests_router, submit_router
 from api.run_routes import run_router
 from core.config import Settings, get_settings
-from storage import upload_sweep
+from storage import result_sweep, upload_sweep
 from storage.s3 import get_store
 from worker.reconcile import run_forever
 
@@ -43,11 +44,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             target=upload_sweep.run_forever, args=(settings, stop), name="upload-sweep", daemon=True
         )
         sweeper.start()
+    results = None
+    if settings.retention_sweep_interval_s > 0:
+        results = threading.Thread(
+            target=result_sweep.run_forever, args=(settings, stop), name="result-sweep", daemon=True
+        )
+        results.start()
     try:
         yield
     finally:
         stop.set()
-        for thread in (reconciler, sweeper):
+        for thread in (reconciler, sweeper, results):
             if thread is not None:
                 thread.join(timeout=5)
 
@@ -68,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     # fal's server-proxy contract (/api/fal/proxy) for @fal-ai/client's proxyUrl.
     app.add_middleware(FalProxyMiddleware)
+    # Outermost: oversized or trickled JSON bodies never reach a route (nor the proxy).
+    app.add_middleware(BodyLimitMiddleware)
+    errors.install(app)
     apps = [AppId.parse(app_id) for app_id in settings.app_id_list]
     seen_bases: set[str] = set()
     for app_id in apps:
@@ -76,4 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app_id.queue_base not in seen_bases:
             seen_bases.add(app_id.queue_base)
             app.include_router(requests_router(app_id))
+    # /metrics, the playground at / and the access log (README.md, "Operations").
+    operations.install(app, settings)
     return app

@@ -34,6 +34,15 @@ def say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
 
+def say_auth_mode(settings: Settings) -> None:
+    if settings.auth_mode == "off":
+        say("auth: off (AUTH_MODE=off): no key needed, every caller sees every request")
+        return
+    say("auth: keys (AUTH_MODE=keys): send `Authorization: Key <key_id>:<secret>`; create a key with")
+    say(f"      DATABASE_URL='{settings.database_url}' {sys.executable} -m api.keys create NAME")
+    say("      (AUTH_MODE=off in .env turns auth off for a single local user)")
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
@@ -240,6 +249,7 @@ def main() -> int:
             return 0 if stop.is_set() else 1
         url = settings.public_base_url or local_url
         say(f"ready: {url}  (API docs: {url}/docs; Ctrl-C stops everything)")
+        say_auth_mode(settings)
         while not stop.wait(0.5):
             exited = [child for child in children if child.poll() is not None]
             if exited:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from api.app import create_app
+from core.logging_setup import configure_logging
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# After uvicorn configured its loggers (it imports this module later), so they join ours.
+configure_logging()
 
 app = create_app()

@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api import request_service
 from api.app_ids import AppId
-from api.auth import require_key
+from api.auth import AuthCaller, Caller, require_key
 from api.public_url import public_base_url
-from api.request_options import queue_priority, start_deadline, webhook_url
+from api.request_options import object_retention, queue_priority, start_deadline, webhook_url
 from api.schemas import (
     CancelResponse,
     LivePortraitImageOutput,
@@ -44,6 +44,16 @@ def _not_found() -> JSONResponse:
     return JSONResponse(_NOT_FOUND, status_code=404)
 
 
+def _expired(request_id: Any) -> JSONResponse:
+    # 410, not 404: the request existed and finished; its retention (RESULT_RETENTION_S or the
+    # x-fal-object-lifecycle-preference it was submitted with) has passed.
+    return JSONResponse(
+        {"detail": "The result of this request has expired and was deleted", "error_type": "result_expired"},
+        status_code=410,
+        headers={REQUEST_ID_HEADER: str(request_id)},
+    )
+
+
 def _urls(request: Request, app: AppId, request_id: str) -> RequestUrls:
     return RequestUrls.build(public_base_url(request), app.queue_base, request_id)
 
@@ -63,6 +73,8 @@ def submit_router(app: AppId) -> APIRouter:
         priority: Annotated[int, Depends(queue_priority)],
         deadline: Annotated[Any, Depends(start_deadline)],
         webhook: Annotated[str | None, Depends(webhook_url)],
+        retention_s: Annotated[int | None, Depends(object_retention)],
+        caller: AuthCaller,
     ) -> JSONResponse:
         snap = request_service.submit(
             app,
@@ -70,6 +82,8 @@ def submit_router(app: AppId) -> APIRouter:
             priority=priority,
             webhook_url=webhook,
             start_deadline=deadline,
+            caller=caller,
+            retention_s=retention_s,
         )
         request_id = str(snap.row.id)
         urls = _urls(request, app, request_id)
@@ -93,9 +107,9 @@ def requests_router(app: AppId) -> APIRouter:
         responses={404: {"description": "Unknown request"}},
         name=f"status:{app.queue_base}",
     )
-    def status(request: Request, request_id: str, logs: LogsFlag = False) -> JSONResponse:
+    def status(request: Request, request_id: str, caller: AuthCaller, logs: LogsFlag = False) -> JSONResponse:
         rid = request_service.parse_request_id(request_id)
-        snap = request_service.load(app, rid) if rid else None
+        snap = request_service.load(app, rid, caller) if rid else None
         if snap is None:
             return _not_found()
         content = status_body(
@@ -114,14 +128,16 @@ def requests_router(app: AppId) -> APIRouter:
         responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown request"}},
         name=f"status_stream:{app.queue_base}",
     )
-    async def status_stream(request: Request, request_id: str, logs: LogsFlag = False) -> Response:
+    async def status_stream(
+        request: Request, request_id: str, caller: AuthCaller, logs: LogsFlag = False
+    ) -> Response:
         rid = request_service.parse_request_id(request_id)
-        first = await run_in_threadpool(request_service.load, app, rid) if rid else None
+        first = await run_in_threadpool(request_service.load, app, rid, caller) if rid else None
         if first is None or rid is None:
             return _not_found()
         urls = _urls(request, app, request_id)
         return StreamingResponse(
-            _status_events(request, app, rid, urls, first, logs),
+            _status_events(request, app, rid, urls, first, logs, caller),
             media_type="text/event-stream",
             headers={REQUEST_ID_HEADER: request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -132,15 +148,18 @@ def requests_router(app: AppId) -> APIRouter:
         responses={
             400: {"description": "Still in progress"},
             404: {"description": "Unknown request"},
+            410: {"description": "The result expired and was deleted"},
             422: {"description": "The request failed on its input"},
         },
         name=f"result:{app.queue_base}",
     )
-    def result(request_id: str) -> JSONResponse:
+    def result(request_id: str, caller: AuthCaller) -> JSONResponse:
         rid = request_service.parse_request_id(request_id)
-        snap = request_service.load(app, rid) if rid else None
+        snap = request_service.load(app, rid, caller) if rid else None
         if snap is None:
             return _not_found()
+        if snap.row.expired_at is not None:
+            return _expired(snap.row.id)
         return result_response(snap.row)
 
     @router.put(
@@ -150,9 +169,9 @@ def requests_router(app: AppId) -> APIRouter:
         responses={400: {"description": "Already completed"}, 404: {"description": "Unknown request"}},
         name=f"cancel:{app.queue_base}",
     )
-    def cancel(request_id: str) -> JSONResponse:
+    def cancel(request_id: str, caller: AuthCaller) -> JSONResponse:
         rid = request_service.parse_request_id(request_id)
-        outcome = request_service.request_cancel(app, rid) if rid else CancelOutcome.NOT_FOUND
+        outcome = request_service.request_cancel(app, rid, caller) if rid else CancelOutcome.NOT_FOUND
         headers = {REQUEST_ID_HEADER: request_id}
         if outcome is CancelOutcome.NOT_FOUND:
             return JSONResponse({"status": "NOT_FOUND", **_NOT_FOUND}, status_code=404)
@@ -170,6 +189,7 @@ async def _status_events(
     urls: RequestUrls,
     snap: request_service.Snapshot,
     with_logs: bool,
+    caller: Caller,
 ) -> AsyncIterator[str]:
     """One event per change (status, position or new log lines), a repeat every keepalive, and
     the COMPLETED event last: closing the stream is the JS client's signal that it is done."""
@@ -193,7 +213,7 @@ async def _status_events(
         await asyncio.sleep(settings.status_stream_poll_s)
         if await request.is_disconnected():
             return
-        latest = await run_in_threadpool(request_service.load, app, request_id)
+        latest = await run_in_threadpool(request_service.load, app, request_id, caller)
         if latest is None:
             return
         snap = latest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -76,3 +78,34 @@ def webhook_url(
             detail=[{"loc": ["query", "fal_webhook"], "msg": message, "type": "value_error", "input": url}],
         )
     return url
+
+
+_MIN_RETENTION_S = 1
+
+
+def object_retention(
+    x_fal_object_lifecycle_preference: Annotated[
+        str | None,
+        Header(
+            description='JSON {"expiration_duration_seconds": N}: keep the result and its files N '
+            "seconds after the request ends (at most RESULT_RETENTION_MAX_S)."
+        ),
+    ] = None,
+) -> int | None:
+    """The per-request result lifetime fal's JS client sends (`storageSettings`); None: default."""
+    raw = x_fal_object_lifecycle_preference
+    if raw is None or not raw.strip():
+        return None
+    try:
+        seconds = json.loads(raw).get("expiration_duration_seconds")
+    except (ValueError, AttributeError):
+        seconds = "invalid"
+    if seconds is None:
+        return None  # other preferences only (initial_acl): nothing about lifetime
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        raise _header_error(
+            "x-fal-object-lifecycle-preference",
+            'must be JSON like {"expiration_duration_seconds": 3600}',
+            raw,
+        )
+    return int(min(max(seconds, _MIN_RETENTION_S), get_settings().result_retention_max_s))

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 
 from api import request_service
 from api.app_ids import AppId
-from api.auth import require_key
-from api.request_options import start_deadline
+from api.auth import AuthCaller, require_key
+from api.request_options import object_retention, start_deadline
 from api.schemas import LivePortraitImageOutput, LivePortraitInput
 from api.status_view import REQUEST_ID_HEADER, result_response
 from core.config import get_settings
@@ -44,6 +44,8 @@ def run_router(app: AppId) -> APIRouter:
         request: Request,
         body: LivePortraitInput,
         deadline: Annotated[Any, Depends(start_deadline)],
+        retention_s: Annotated[int | None, Depends(object_retention)],
+        caller: AuthCaller,
     ) -> JSONResponse:
         settings = get_settings()
         snap = await run_in_threadpool(
@@ -53,6 +55,8 @@ def run_router(app: AppId) -> APIRouter:
                 priority=Priority.NORMAL.value,
                 webhook_url=None,
                 start_deadline=deadline,
+                caller=caller,
+                retention_s=retention_s,
             )
         )
         request_id = snap.row.id
@@ -61,16 +65,16 @@ def run_router(app: AppId) -> APIRouter:
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, _POLL_MAX_S)
-            latest = await run_in_threadpool(request_service.load, app, request_id)
+            latest = await run_in_threadpool(request_service.load, app, request_id, caller)
             if latest is not None and latest.row.status == Status.COMPLETED:
                 return result_response(latest.row)
             if await request.is_disconnected():
-                await run_in_threadpool(request_service.request_cancel, app, request_id)
+                await run_in_threadpool(request_service.request_cancel, app, request_id, caller)
                 return JSONResponse(
                     {"detail": "Client disconnected", "error_type": "client_disconnected"}, status_code=499
                 )
             if time.monotonic() > give_up_at:
-                await run_in_threadpool(request_service.request_cancel, app, request_id)
+                await run_in_threadpool(request_service.request_cancel, app, request_id, caller)
                 return JSONResponse(
                     {"detail": "Request timed out", "error_type": "request_timeout"},
                     status_code=504,

@@ -50,7 +50,8 @@ def status_body(
         return body
     body["logs"] = logs
     if row.status == Status.COMPLETED:
-        body["metrics"] = row.metrics or {}
+        # fal's metrics only; the engine stage timings stored beside them are for /metrics.
+        body["metrics"] = {k: v for k, v in (row.metrics or {}).items() if k != "stages"}
         if row.error is not None:
             body["error"] = row.error
             body["error_type"] = row.error_type

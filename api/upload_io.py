@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -11,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from api.auth import UNAUTHORIZED, authenticate
 from core.config import Settings, get_settings
 from storage.s3 import get_store
 from storage.signing import check_token, signing_secret
@@ -52,18 +52,13 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 def require_upload_auth(ctx: UploadContext, authorization: str | None) -> None:
     """The CDN routes take the bearer token from /storage/auth/token, or an API key itself."""
-    keys = ctx.settings.api_key_set
-    if not keys:
+    if ctx.settings.auth_mode == "off":
         return
     scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip()
-    if scheme.lower() == "bearer" and check_token(ctx.secret, CDN_TOKEN_PURPOSE, token):
+    if scheme.lower() == "bearer" and check_token(ctx.secret, CDN_TOKEN_PURPOSE, token.strip()):
         return
-    if scheme.lower() in {"key", "bearer"} and any(
-        hmac.compare_digest(token.encode(), key.encode()) for key in keys
-    ):
-        return
-    raise UploadRejected(401, "No user found for Key ID and Secret")
+    if authenticate(authorization, ctx.settings) is None:
+        raise UploadRejected(401, UNAUTHORIZED)
 
 
 def rejected_response(exc: UploadRejected) -> JSONResponse:

@@ -1,5 +1,5 @@
 """Webhook endpoints: the public JWKS that verifies signatures, and per request the delivery log
-and a redelivery (both behind API_KEYS when it is set)."""
+and a redelivery (both visible only to the API key that submitted the request)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from api.auth import require_key
+from api.auth import AuthCaller, Caller, require_key
 from api.request_service import parse_request_id
 from api.webhook_schemas import (
     JsonWebKeySet,
@@ -54,9 +54,9 @@ def jwks_document() -> JSONResponse:
     response_model=WebhookDeliveriesResponse,
     responses={404: {"description": "Unknown request"}},
 )
-def list_deliveries(request_id: str) -> JSONResponse:
+def list_deliveries(request_id: str, caller: AuthCaller) -> JSONResponse:
     rid = parse_request_id(request_id)
-    body = _deliveries(rid) if rid is not None else None
+    body = _deliveries(rid, caller) if rid is not None else None
     if body is None:
         return JSONResponse(_NOT_FOUND, status_code=404)
     return JSONResponse(body)
@@ -69,9 +69,9 @@ def list_deliveries(request_id: str) -> JSONResponse:
     status_code=202,
     responses={404: {"description": "Unknown request"}, 409: {"description": "Nothing to redeliver now"}},
 )
-def redeliver_request(request_id: str) -> JSONResponse:
+def redeliver_request(request_id: str, caller: AuthCaller) -> JSONResponse:
     rid = parse_request_id(request_id)
-    if rid is None:
+    if rid is None or not _visible(rid, caller):
         return JSONResponse(_NOT_FOUND, status_code=404)
     with session_scope() as session:
         outcome = redeliver(session, rid, user_id=get_settings().webhook_user_id)
@@ -80,12 +80,20 @@ def redeliver_request(request_id: str) -> JSONResponse:
         return JSONResponse(_NOT_FOUND, status_code=404)
     if outcome is not Redelivery.STARTED:
         return JSONResponse({"detail": _CONFLICTS[outcome]}, status_code=409)
-    return JSONResponse(_deliveries(rid), status_code=202)
+    return JSONResponse(_deliveries(rid, caller), status_code=202)
 
 
-def _deliveries(request_id: uuid.UUID) -> dict[str, Any] | None:
+def _visible(request_id: uuid.UUID, caller: Caller) -> bool:
     with session_scope() as session:
-        if session.get(RequestRow, request_id) is None:
+        row = session.get(RequestRow, request_id)
+        return row is not None and caller.owns(row.owner_key_id)
+
+
+def _deliveries(request_id: uuid.UUID, caller: Caller) -> dict[str, Any] | None:
+    with session_scope() as session:
+        row = session.get(RequestRow, request_id)
+        # Another key's request is reported exactly like an unknown one.
+        if row is None or not caller.owns(row.owner_key_id):
             return None
         views = [
             WebhookDeliveryView(

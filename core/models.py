@@ -50,6 +50,12 @@ class RequestRow(Base):
     priority: Mapped[int] = mapped_column(SmallInteger, default=Priority.NORMAL.value)
     input: Mapped[dict[str, Any]] = mapped_column(JSONB)
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    # The API key that submitted it (None with AUTH_MODE=off): only that key may see it.
+    owner_key_id: Mapped[str | None] = mapped_column(String(64))
+    # How long the result is kept after the request ended; None: RESULT_RETENTION_S.
+    retention_s: Mapped[int | None] = mapped_column(Integer)
+    # When the retention sweep deleted the result and its files.
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Past this instant a request that has not started fails with request_timeout.
     start_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -83,6 +89,14 @@ class RequestRow(Base):
             "priority",
             "queued_at",
             postgresql_where=text("status = 'IN_QUEUE'"),
+        ),
+        # Per-key limits count a key's unfinished and recent requests.
+        Index("requests_owner_recent", "owner_key_id", "queued_at"),
+        # The retention sweep looks at finished rows whose result is still there.
+        Index(
+            "requests_unexpired_finished",
+            "finished_at",
+            postgresql_where=text("status = 'COMPLETED' AND expired_at IS NULL"),
         ),
         Index(
             "requests_running_lease",

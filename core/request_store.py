@@ -41,6 +41,8 @@ def create(
     priority: int,
     webhook_url: str | None = None,
     start_deadline: datetime | None = None,
+    owner_key_id: str | None = None,
+    retention_s: int | None = None,
 ) -> RequestRow:
     row = RequestRow(
         id=uuid.uuid4(),
@@ -50,6 +52,8 @@ def create(
         input=payload,
         webhook_url=webhook_url,
         start_deadline=start_deadline,
+        owner_key_id=owner_key_id,
+        retention_s=retention_s,
         queued_at=utcnow(),
         logs=[],
     )
@@ -172,7 +176,13 @@ def complete_failed(
     """Fail the request; with `attempt`, only if that claim still holds it."""
     conditions: tuple[Any, ...] = (RequestRow.status != Status.COMPLETED.value,)
     if attempt is not None:
-        conditions = (*conditions, RequestRow.attempts == attempt)
+        # The claim must still hold it: a request the reconciler put back in the queue (its lease
+        # ran out while this worker was cut off) is no longer this worker's to fail.
+        conditions = (
+            *conditions,
+            RequestRow.attempts == attempt,
+            RequestRow.status == Status.IN_PROGRESS.value,
+        )
     return _finish(
         session,
         request_id,
@@ -281,3 +291,44 @@ def requeue_expired(session: Session, request_id: uuid.UUID) -> int | None:
         .returning(RequestRow.priority)
     )
     return session.execute(stmt).scalar_one_or_none()
+
+
+def give_up_expired(session: Session, request_id: uuid.UUID, failure: Failure, *, max_attempts: int) -> bool:
+    """Fail a running request whose lease expired once it has used up its attempts, instead of
+    queueing it again: a request that kills every worker that runs it must not loop forever."""
+    return _finish(
+        session,
+        request_id,
+        (
+            RequestRow.status == Status.IN_PROGRESS.value,
+            RequestRow.lease_expires_at < utcnow(),
+            RequestRow.attempts >= max_attempts,
+        ),
+        error=failure.message,
+        error_type=failure.error_type,
+        error_status=failure.status_code,
+        error_body=failure.body,
+    )
+
+
+def expire_unstarted(session: Session, failure: Failure, limit: int = 500) -> int:
+    """Fail waiting requests whose X-Fal-Request-Timeout passed, even when no worker is free to
+    notice (a worker that claims one in time refuses it the same way)."""
+    now = utcnow()
+    late = session.execute(
+        select(RequestRow.id)
+        .where(RequestRow.status == Status.IN_QUEUE.value, RequestRow.start_deadline < now)
+        .limit(limit)
+    ).scalars()
+    return sum(
+        _finish(
+            session,
+            request_id,
+            (RequestRow.status == Status.IN_QUEUE.value, RequestRow.start_deadline < now),
+            error=failure.message,
+            error_type=failure.error_type,
+            error_status=failure.status_code,
+            error_body=failure.body,
+        )
+        for request_id in list(late)
+    )

@@ -3,7 +3,7 @@
     pip install fal-client
     python examples/edit_portrait.py portrait.jpg edited.jpg --smile 0.8 --base http://127.0.0.1:8000
 
-The key is whatever the service accepts (one of its API_KEYS; anything when it has none).
+The key is one the service accepts (`python -m api.keys create NAME`; anything with AUTH_MODE=off).
 """
 
 from __future__ import annotations

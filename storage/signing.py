@@ -40,7 +40,10 @@ def sign(secret: bytes, purpose: str, expires_at: int, *fields: str) -> str:
 def verify(secret: bytes, purpose: str, expires_at: int, signature: str, *fields: str) -> bool:
     if expires_at < time.time():
         return False
-    return hmac.compare_digest(sign(secret, purpose, expires_at, *fields), signature)
+    # Bytes, not str: compare_digest refuses non-ASCII strings, and signatures arrive from
+    # query strings that anyone can fill (found by the fuzzer).
+    expected = sign(secret, purpose, expires_at, *fields).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
 
 
 def make_token(secret: bytes, purpose: str, ttl_s: int) -> tuple[str, int]:
@@ -51,4 +54,5 @@ def make_token(secret: bytes, purpose: str, ttl_s: int) -> tuple[str, int]:
 
 def check_token(secret: bytes, purpose: str, token: str) -> bool:
     expiry, _, signature = token.partition(".")
-    return expiry.isdigit() and verify(secret, purpose, int(expiry), signature)
+    # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
+    return expiry.isascii() and expiry.isdigit() and verify(secret, purpose, int(expiry), signature)

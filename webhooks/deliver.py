@@ -12,6 +12,7 @@ import uuid
 
 from core.config import Settings, get_settings
 from core.db import session_scope
+from core.log_context import bind_request_id
 from core.webhook_outbox import AfterAttempt, Claimed, Next, claim_attempt, finish_attempt
 from webhooks import sender
 from webhooks.dispatch import publish_delivery
@@ -35,6 +36,8 @@ def attempt_delivery(delivery_id: uuid.UUID, settings: Settings | None = None) -
     if claimed is None:
         log.info("webhook delivery %s is not due or is taken; skipping", delivery_id)
         return None
+    # Messages republished by the sweep carry no request_id header; the claimed row names it.
+    bind_request_id(claimed.request_id)
 
     body = claimed.body.encode()
     outcome = sender.post(

@@ -10,6 +10,8 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from core.config import Settings, get_settings
+from worker import log_signals  # noqa: F401  (connects the logging and request_id signals)
+from worker.heartbeat import WorkerHeartbeat
 from worker.queues import all_queues, queue_for, webhook_queue
 
 
@@ -60,6 +62,8 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
+    # Liveness in Redis for /metrics' worker count and the containers' health checks.
+    app.steps["consumer"].add(WorkerHeartbeat)
     return app
 
 

@@ -3,7 +3,8 @@
 - a waiting request whose message was never published (broker down at submit) or may have been
   lost (Redis restarted without persistence) is published again;
 - a running request whose worker stopped renewing its lease (killed, machine gone) is put back
-  in the queue, and fails with runner_disconnected once it has used up its attempts;
+  in the queue, or fails with runner_disconnected once it has used up MAX_ATTEMPTS;
+- a waiting request whose X-Fal-Request-Timeout passed fails with request_timeout;
 - a webhook delivery that is due with no message in flight (never published, or its dispatcher
   died mid-attempt) is published again.
 
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from core import failures
 from core.config import Settings, get_settings
 from core.db import session_scope
-from core.request_store import find_stale, requeue_expired
+from core.request_store import expire_unstarted, find_stale, give_up_expired, requeue_expired
 from core.webhook_outbox import find_due
 from webhooks.dispatch import publish_delivery
 from worker.dispatch import publish
@@ -51,10 +53,24 @@ def reconcile_once(settings: Settings) -> Round:
         stale = find_stale(
             session, publish_grace_s=PUBLISH_GRACE_S, republish_after_s=settings.republish_after_s
         )
-        requeued = [(rid, requeue_expired(session, rid)) for rid in stale.lease_expired]
+        exhausted = [
+            rid
+            for rid in stale.lease_expired
+            if give_up_expired(
+                session, rid, failures.runner_lost(settings.max_attempts), max_attempts=settings.max_attempts
+            )
+        ]
+        requeued = [
+            (rid, requeue_expired(session, rid)) for rid in stale.lease_expired if rid not in exhausted
+        ]
+        timed_out = expire_unstarted(session, failures.start_timeout())
         due_webhooks = find_due(session, republish_after_s=settings.republish_after_s)
     to_publish = stale.unpublished + [(rid, p) for rid, p in requeued if p is not None]
     published = sum(publish(rid, priority) for rid, priority in to_publish)
+    if exhausted or timed_out:
+        log.info(
+            "reconciler: failed %d out of attempts, %d past their start timeout", len(exhausted), timed_out
+        )
     if to_publish:
         log.info("reconciler: published %d of %d, requeued %d", published, len(to_publish), len(requeued))
     webhooks = sum(publish_delivery(delivery_id) for delivery_id in due_webhooks)

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 
+from core.config import get_settings
 from core.db import session_scope
 from core.request_store import append_logs, log_entry, renew_lease
 
@@ -29,6 +30,8 @@ class RunContext:
         self._stop = threading.Event()
         self._cancelled = threading.Event()
         self._last_renew = 0.0
+        # Fault injection only (FAULT_STAGE_DELAY_S, off by default): stretches every stage.
+        self._stage_delay_s = get_settings().fault_stage_delay_s
         self._heartbeat = threading.Thread(target=self._beat, name=f"lease-{request_id}", daemon=True)
 
     def __enter__(self) -> RunContext:
@@ -49,6 +52,8 @@ class RunContext:
 
     def check(self) -> None:
         """Raise Cancelled if the request should stop; called by the engine between stages."""
+        if self._stage_delay_s:
+            time.sleep(self._stage_delay_s)
         if time.monotonic() - self._last_renew > 0.5:
             self._renew()
         if self._cancelled.is_set():

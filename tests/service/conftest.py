@@ -98,6 +98,8 @@ def service_env(local_stack: LocalStack, tiny_weights: Path) -> Iterator[dict[st
         "FETCH_TIMEOUT_S": "5",
         "RECONCILE_INTERVAL_S": "1",
         "PUBLIC_BASE_URL": "",
+        # The suite predates API keys: one local user; tests/faults/test_auth.py covers keys.
+        "AUTH_MODE": "off",
         # Room for a two-part multipart upload (S3 parts are at least 5 MiB) but small enough that
         # the size limit is cheap to hit.
         "UPLOAD_MAX_BYTES": str(UPLOAD_MAX_BYTES),

@@ -164,6 +164,7 @@ def keyed_app(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> I
     from api.app import create_app
     from tests.service.settings_reset import reset_cached_settings
 
+    monkeypatch.setenv("AUTH_MODE", "keys")
     monkeypatch.setenv("API_KEYS", "id:secret,other:key")
     monkeypatch.setenv("PROXY_ALLOW_UNAUTHENTICATED", "false")
     reset_cached_settings()

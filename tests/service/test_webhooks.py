@@ -87,6 +87,7 @@ def hook_env(migrated: dict[str, str]) -> dict[str, str]:
         **migrated,
         "WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2",
         "WEBHOOK_TIMEOUT_S": "0.5",
+        "AUTH_MODE": "keys",
         "API_KEYS": KEY,
         "RECONCILE_INTERVAL_S": "1",
     }

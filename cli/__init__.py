@@ -1,0 +1,1 @@
+"""`portrait-queue`: the command-line client (cli.main:main)."""

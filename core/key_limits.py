@@ -1,0 +1,62 @@
+"""Per-key limits on requests in flight and submissions per minute.
+
+Counted in PostgreSQL inside the submitting transaction, under a transaction-scoped advisory lock
+per key: two API replicas submitting for one key at the same instant take turns, so the limits
+hold exactly across any number of processes.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.config import Settings
+from core.models import RequestRow, Status
+from core.request_store import utcnow
+
+_WINDOW_S = 60.0
+# A request in flight ends at an unknown time; clients should come back after about this long.
+_IN_FLIGHT_RETRY_S = 5
+
+
+class LimitExceeded(Exception):
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+def check(session: Session, key_id: str, settings: Settings) -> None:
+    """Raise LimitExceeded if this key may not submit now. Call before inserting the row."""
+    if not settings.key_max_in_flight and not settings.key_max_submits_per_minute:
+        return
+    # hashtext() folds the key id into the lock's 32-bit key space; a collision only serializes
+    # two keys' submissions, it never lets a limit through.
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext("key-limit:" + key_id))))
+    own = RequestRow.owner_key_id == key_id
+    if settings.key_max_in_flight:
+        in_flight = session.execute(
+            select(func.count())
+            .select_from(RequestRow)
+            .where(own, RequestRow.status != Status.COMPLETED.value)
+        ).scalar_one()
+        if in_flight >= settings.key_max_in_flight:
+            raise LimitExceeded(
+                f"Too many requests in flight for this key (limit {settings.key_max_in_flight})",
+                _IN_FLIGHT_RETRY_S,
+            )
+    if settings.key_max_submits_per_minute:
+        since = utcnow() - timedelta(seconds=_WINDOW_S)
+        count, oldest = session.execute(
+            select(func.count(), func.min(RequestRow.queued_at)).where(own, RequestRow.queued_at > since)
+        ).one()
+        if count >= settings.key_max_submits_per_minute:
+            # The window frees a slot when its oldest submission leaves it.
+            wait = (oldest - since).total_seconds() if oldest is not None else _WINDOW_S
+            raise LimitExceeded(
+                f"Too many submissions for this key (limit {settings.key_max_submits_per_minute} per minute)",
+                max(1, math.ceil(wait)),
+            )
