@@ -3,7 +3,7 @@
 //   npm install @fal-ai/client
 //   node examples/edit-portrait.mjs portrait.jpg edited.jpg
 //
-// PORTRAIT_QUEUE_URL (default http://127.0.0.1:8000) names the service, FAL_KEY the key (one of
+// PORTRAIT_QUEUE_URL (default http://127.0.0.1:8000) names the service, FAL_KEY the key (from
 // `python -m api.keys create NAME`; anything with AUTH_MODE=off). USE_PROXY=1 goes through the service's
 // /api/fal/proxy instead of rewriting URLs (what a browser app would use).
 import { readFile, writeFile } from "node:fs/promises";

@@ -90,7 +90,7 @@ def test_request_killing_every_worker_fails_after_max_attempts(service: tuple[Se
     found = wait_all_completed(svc.env, [rid], timeout=60)
     ledger.recovery_s.append(round(time.monotonic() - started, 2))
     ledger.settle(svc.env, [rid], expect_ok=False)
-    assert found[rid]["error_type"] == "runner_disconnected"
+    assert found[rid]["error_type"] == "runner_disconnected", found[rid]
     assert found[rid]["attempts"] == MAX_ATTEMPTS  # never a third run
     answer = result(base, rid)
     assert answer.status_code == 503
