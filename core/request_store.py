@@ -93,17 +93,23 @@ def mark_published(session: Session, request_id: uuid.UUID) -> None:
     )
 
 
-def claim(session: Session, request_id: uuid.UUID, *, worker: str, lease_s: int) -> RequestRow | None:
+def claim(
+    session: Session, request_id: uuid.UUID, *, worker: str, lease_s: int, max_attempts: int | None = None
+) -> RequestRow | None:
     """Take the request for this worker, or None if someone else has it or it is finished.
 
     A running request whose lease ran out (its worker died) can be claimed again; `attempts` is
-    the fencing token that keeps the old worker from completing it afterwards.
+    the fencing token that keeps the old worker from completing it afterwards. A request that
+    has used `max_attempts` runs is never claimed again (`give_up_expired` fails it), so
+    `attempts` counts real runs even when a redelivered message races the reconciler.
     """
     now = utcnow()
+    limit = (RequestRow.attempts < max_attempts,) if max_attempts is not None else ()
     stmt = (
         update(RequestRow)
         .where(
             RequestRow.id == request_id,
+            *limit,
             or_(
                 RequestRow.status == Status.IN_QUEUE.value,
                 and_(

@@ -110,8 +110,12 @@ def test_every_command_names_existing_code(services: dict[str, dict[str, Any]]) 
     assert checked >= 6  # migrate, api, worker, webhooks, weights, the health checks
 
 
-def test_worker_queues_are_the_codes_queues(services: dict[str, dict[str, Any]]) -> None:
-    settings = Settings.model_validate({})  # compose sets no QUEUE_NAME: the default applies
+def test_worker_queues_are_the_codes_queues(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # compose sets no QUEUE_NAME: the default applies, whatever this test process has set
+    monkeypatch.delenv("QUEUE_NAME", raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
 
     def queues(service: dict[str, Any]) -> set[str]:
         argv = service["command"]

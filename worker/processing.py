@@ -18,7 +18,7 @@ from core.config import Settings, get_settings
 from core.db import session_scope
 from core.db_retry import retry_unavailable
 from core.failures import Failure
-from core.request_store import claim, complete_failed, complete_ok, utcnow
+from core.request_store import claim, complete_failed, complete_ok, give_up_expired, utcnow
 from storage.keys import output_key
 from storage.s3 import get_store
 from worker import engine_runtime
@@ -45,11 +45,16 @@ def run_request(request_id: uuid.UUID, settings: Settings | None = None) -> None
         lambda: _claim(request_id, settings), for_s=settings.db_retry_s, what=f"the claim of {request_id}"
     )
     if row is None:
-        # Finished, cancelled, or running elsewhere: a duplicate or redelivered message.
+        # Finished, cancelled, or running elsewhere: a duplicate or redelivered message. Or its
+        # runs are used up and its last worker died: fail it here too, so that it never waits
+        # on a reconciler.
+        retry_unavailable(
+            lambda: _give_up(request_id, settings), for_s=settings.db_retry_s, what=f"the end of {request_id}"
+        )
         log.info("request %s is not claimable; skipping", request_id)
         return
     attempt = row.attempts
-    early = _refuse_before_start(row.attempts, row.start_deadline, row.cancel_requested, settings)
+    early = _refuse_before_start(row.start_deadline, row.cancel_requested)
     if early is not None:
         _fail(request_id, early, attempt)
         return
@@ -88,7 +93,19 @@ def run_request(request_id: uuid.UUID, settings: Settings | None = None) -> None
 
 def _claim(request_id: uuid.UUID, settings: Settings) -> Any:
     with session_scope() as session:
-        return claim(session, request_id, worker=worker_name(), lease_s=settings.lease_s)
+        return claim(
+            session,
+            request_id,
+            worker=worker_name(),
+            lease_s=settings.lease_s,
+            max_attempts=settings.max_attempts,
+        )
+
+
+def _give_up(request_id: uuid.UUID, settings: Settings) -> bool:
+    failure = failures.runner_lost(settings.max_attempts)
+    with session_scope() as session:
+        return give_up_expired(session, request_id, failure, max_attempts=settings.max_attempts)
 
 
 def _complete(request_id: uuid.UUID, attempt: int, output: dict[str, Any], metrics: dict[str, Any]) -> bool:
@@ -96,13 +113,9 @@ def _complete(request_id: uuid.UUID, attempt: int, output: dict[str, Any], metri
         return complete_ok(session, request_id, attempt, output=output, metrics=metrics)
 
 
-def _refuse_before_start(
-    attempts: int, start_deadline: Any, cancel_requested: bool, settings: Settings
-) -> Failure | None:
+def _refuse_before_start(start_deadline: Any, cancel_requested: bool) -> Failure | None:
     if cancel_requested:
         return failures.cancelled()
-    if attempts > settings.max_attempts:
-        return failures.runner_lost(attempts - 1)
     if start_deadline is not None and utcnow() > start_deadline:
         return failures.start_timeout()
     return None

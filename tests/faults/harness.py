@@ -37,12 +37,36 @@ def face_uri() -> str:
     return _FACE_URI
 
 
+def fresh_database(url: str, name: str) -> str:
+    """A new, migrated database on the same server. Each fault module's service gets its own:
+    services sharing one database would see (and their reconcilers re-enqueue onto their own
+    queues) each other's requests, as two deployments sharing a database would."""
+    from sqlalchemy.engine import make_url
+
+    from core.migrate import upgrade
+
+    parts = make_url(url)
+    with psycopg.connect(
+        host=parts.host,
+        port=parts.port,
+        user=parts.username,
+        password=parts.password,
+        dbname=parts.database,
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    fresh = parts.set(database=name).render_as_string(hide_password=False)
+    upgrade(fresh)
+    return fresh
+
+
 def base_env(stack: LocalStack, weights: Path, **overrides: str) -> dict[str, str]:
     """Settings for one fault module's processes: short leases and fast reconciling, so that a
     fault is recovered from in seconds rather than the production minutes."""
     tag = uuid.uuid4().hex[:8]
     env = {
         **stack.env(),
+        "DATABASE_URL": overrides.get("DATABASE_URL") or fresh_database(stack.database_url, f"pqfault_{tag}"),
         "S3_BUCKET": f"pq-fault-{tag}",
         "QUEUE_NAME": f"pqfault{tag}",
         "WEIGHTS_DIR": str(weights),
