@@ -55,3 +55,8 @@ chaos: $(STAMP)
 	@mkdir -p var && rm -f var/chaos.jsonl
 	@CHAOS_SCALE=$(CHAOS_SCALE) CHAOS_REPORT=$(CURDIR)/var/chaos.jsonl $(PY) -m pytest tests/faults -q; \
 	  status=$$?; $(PY) -m tests.faults.chaos_report var/chaos.jsonl; exit $$status
+
+# The whole service on this machine: API throughput, queue overhead, edits/s with 1, 2, 4 workers.
+# Writes bench/results.json. BENCH_ARGS="--engine tiny" for a quick run.
+bench: $(STAMP)
+	$(PY) bench/service.py $(BENCH_ARGS)
