@@ -56,9 +56,14 @@ def ensure_weights(settings: Settings) -> None:
     if settings.engine_arch != "full":
         return
     from worker.liveportrait.download import weights_complete
+    from worker.liveportrait.weights import ALL_FILES
 
     if weights_complete(settings.weights_dir):
         say(f"weights: {settings.weights_dir} is complete")
+        return
+    if all((settings.weights_dir / rel).is_file() for rel in ALL_FILES):
+        # e.g. fine-tuned or stand-in checkpoints: the loader still checks every key and shape
+        say(f"weights: {settings.weights_dir} holds checkpoints other than the official release; using them")
         return
     if not hub_reachable():
         say(f"weights: missing in {settings.weights_dir} and the hub is unreachable; requests will fail")
@@ -68,6 +73,11 @@ def ensure_weights(settings: Settings) -> None:
     command = [sys.executable, "-m", "worker.liveportrait.download", "--dest", str(settings.weights_dir)]
     if subprocess.run(command, check=False).returncode != 0:
         say("weights: download failed; the service runs and reports missing weights per request")
+
+
+def celery_worker(queues: str, *options: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, *options,
+            "--loglevel", "INFO"]  # fmt: skip
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -202,48 +212,11 @@ def main() -> int:
                 env,
             )
         )
-        children.append(
-            spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    "-Q",
-                    ",".join(all_queues(settings)),
-                    "--loglevel",
-                    "INFO",
-                ],
-                env,
-            )
-        )
+        children.append(spawn(celery_worker(",".join(all_queues(settings))), env))
         # The webhook dispatcher: its own small thread-pool worker, so a slow receiver never
         # holds the GPU worker above.
-        children.append(
-            spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    "-Q",
-                    webhook_queue(settings),
-                    "-P",
-                    "threads",
-                    "--concurrency",
-                    "4",
-                    "-n",
-                    "webhooks@%h",
-                    "--loglevel",
-                    "INFO",
-                ],
-                env,
-            )
-        )
+        dispatcher = ["-P", "threads", "--concurrency", "4", "-n", "webhooks@%h"]
+        children.append(spawn(celery_worker(webhook_queue(settings), *dispatcher), env))
         local_url = f"http://{settings.host}:{settings.port}"
         if not wait_healthy(local_url, children, stop):
             return 0 if stop.is_set() else 1

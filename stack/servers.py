@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import fcntl
-import hashlib
 import importlib.util
 import logging
 import os
@@ -42,7 +40,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +53,7 @@ import psycopg
 import redis
 from psycopg import sql
 
+from stack.npm import NpmInstallError, install_pinned, pinned_home
 from stack.ports import LOOPBACK, PortInUseError, ensure_port_free, free_port, port_accepts
 
 _log = logging.getLogger(__name__)
@@ -636,70 +634,18 @@ def node_executable() -> Path:
     )
 
 
-def _npm_command(node: Path) -> list[str]:
-    """npm run by the same node (the wheel's npm script would pick whatever `node` PATH has)."""
-    npm_cli = node.parent.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
-    if npm_cli.is_file():
-        return [str(node), str(npm_cli)]
-    found = shutil.which("npm")
-    if found is None:
-        raise ServerSetupError(f"no npm next to {node} nor on PATH to install {S3RVER_PACKAGE}")
-    return [found]
-
-
 def s3rver_home() -> Path:
-    """Where s3rver's node_modules live: a user cache folder named after the lock file's hash.
-
-    Outside the work tree (no stray node_modules for git or ruff), shared by every checkout and data
-    directory, and a changed lock file gets a fresh folder instead of a half-upgraded one.
-    """
-    digest = hashlib.sha256()
-    for name in ("package.json", "package-lock.json"):
-        digest.update((_S3RVER_SOURCE / name).read_bytes())
-    override = os.environ.get("STACK_CACHE_DIR")
-    if override:
-        base = Path(override)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "portrait-queue"
-    return base / f"s3rver-{digest.hexdigest()[:12]}"
+    return pinned_home(_S3RVER_SOURCE, "s3rver")
 
 
 def ensure_s3rver(timeout: float = 300.0) -> Path:
     """Install the pinned s3rver with `npm ci` once (needs the npm registry); returns its folder."""
-    home = s3rver_home()
-    marker = home / "node_modules" / "@20minutes" / "s3rver" / "package.json"
-    if marker.is_file():
-        return home
-    home.parent.mkdir(parents=True, exist_ok=True)
-    node = node_executable()
-    # A file lock: `make run` and a test session may both get here first on a fresh machine.
-    with open(home.parent / f"{home.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file():
-            return home
-        _log.info("installing %s into %s (first use)", S3RVER_PACKAGE, home)
-        staging = Path(tempfile.mkdtemp(prefix=f"{home.name}.", dir=home.parent))
-        try:
-            for name in ("package.json", "package-lock.json"):
-                shutil.copy2(_S3RVER_SOURCE / name, staging / name)
-            env = dict(os.environ)
-            env["PATH"] = f"{node.parent}{os.pathsep}{env.get('PATH', '')}"
-            argv = _npm_command(node) + ["ci", "--ignore-scripts", "--omit=dev", "--no-audit", "--no-fund"]
-            try:
-                result = subprocess.run(
-                    argv, cwd=staging, env=env, capture_output=True, text=True, timeout=timeout, check=False
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise ServerSetupError(f"npm ci for {S3RVER_PACKAGE} took over {timeout:.0f}s") from exc
-            if result.returncode != 0:
-                output = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-                raise ServerSetupError(f"npm ci for {S3RVER_PACKAGE} failed:\n{output}")
-            if home.exists():
-                shutil.rmtree(home)  # an earlier install that lost its marker
-            staging.rename(home)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return home
+    try:
+        return install_pinned(
+            _S3RVER_SOURCE, "s3rver", S3RVER_PACKAGE, node=node_executable(), timeout=timeout
+        )
+    except NpmInstallError as exc:
+        raise ServerSetupError(str(exc)) from exc
 
 
 def start_s3(

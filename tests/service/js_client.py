@@ -7,69 +7,24 @@ run on the same Node that runs the local S3 server.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from stack.npm import install_pinned
 from stack.servers import node_executable
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 CLIENT_PACKAGE = "@fal-ai/client"
-_MANIFESTS = ("package.json", "package-lock.json")
-
-
-def _home() -> Path:
-    digest = hashlib.sha256()
-    for name in _MANIFESTS:
-        digest.update((JS_DIR / name).read_bytes())
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "portrait-queue"
-    return base / f"js-client-{digest.hexdigest()[:12]}"
-
-
-def _npm(node: Path) -> list[str]:
-    # npm run by the same node (the wheel's npm wrapper would take whatever `node` PATH has).
-    cli = node.parent.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
-    if cli.is_file():
-        return [str(node), str(cli)]
-    found = shutil.which("npm")
-    if found is None:
-        raise RuntimeError(f"no npm next to {node} nor on PATH to install {CLIENT_PACKAGE}")
-    return [found]
 
 
 def ensure_js_client(timeout: float = 300.0) -> Path:
     """The folder whose node_modules holds the pinned client (installed on first use)."""
-    home = _home()
-    marker = home / "node_modules" / "@fal-ai" / "client" / "package.json"
-    if marker.is_file():
-        return home
-    home.parent.mkdir(parents=True, exist_ok=True)
-    node = node_executable()
-    # Two test sessions may install at once on a fresh machine: one does, the other waits.
-    with open(home.parent / f"{home.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file():
-            return home
-        staging = Path(tempfile.mkdtemp(prefix=f"{home.name}.", dir=home.parent))
-        try:
-            for name in _MANIFESTS:
-                shutil.copy2(JS_DIR / name, staging / name)
-            env = {**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-            argv = _npm(node) + ["ci", "--ignore-scripts", "--no-audit", "--no-fund"]
-            done = subprocess.run(argv, cwd=staging, env=env, capture_output=True, text=True, timeout=timeout)
-            if done.returncode != 0:
-                raise RuntimeError(f"npm ci for {CLIENT_PACKAGE} failed:\n{done.stdout}{done.stderr}")
-            shutil.rmtree(home, ignore_errors=True)  # an earlier install that lost its marker
-            staging.rename(home)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return home
+    return install_pinned(
+        JS_DIR, "js-client", CLIENT_PACKAGE, node=node_executable(), omit_dev=False, timeout=timeout
+    )
 
 
 def run_script(script: str, config: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
