@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     prepared_cache_size: int = Field(8, ge=0)
     # torch.compile the warping module and decoder (a GPU option: slow first edits per shape).
     torch_compile: bool = False
+    # A worker that claims a request also claims up to BATCH_MAX_SIZE - 1 more waiting ones
+    # (waiting up to BATCH_WAIT_MS for them) and runs them through the networks as one batch:
+    # one GPU then serves many concurrent users. 1: no batching (a CPU gains nothing from it).
+    batch_max_size: int = Field(1, ge=1, le=64)
+    batch_wait_ms: int = Field(0, ge=0, le=10_000)
 
     # --- operations: logs, metrics, playground ----------------------------------------------
     # `json`: one JSON object per line with the request_id of the request being handled (what

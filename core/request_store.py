@@ -130,6 +130,35 @@ def claim(
     return session.execute(stmt).scalar_one_or_none()
 
 
+def claim_waiting(
+    session: Session, *, worker: str, lease_s: int, max_attempts: int, limit: int
+) -> list[RequestRow]:
+    """Claim up to `limit` waiting requests, highest priority then oldest first, skipping rows
+    that other workers are claiming at this moment (their messages then find nothing to run)."""
+    now = utcnow()
+    waiting = (
+        select(RequestRow.id)
+        .where(RequestRow.status == Status.IN_QUEUE.value, RequestRow.attempts < max_attempts)
+        .order_by(RequestRow.priority, RequestRow.queued_at, RequestRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(RequestRow)
+        .where(RequestRow.id.in_(waiting.scalar_subquery()), RequestRow.status == Status.IN_QUEUE.value)
+        .values(
+            status=Status.IN_PROGRESS.value,
+            started_at=now,
+            worker=worker,
+            attempts=RequestRow.attempts + 1,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+        )
+        .returning(RequestRow)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.execute(stmt).scalars())
+
+
 def renew_lease(session: Session, request_id: uuid.UUID, attempt: int, *, lease_s: int) -> bool | None:
     """Extend the lease; returns whether cancellation was requested, None if the claim was lost."""
     stmt = (

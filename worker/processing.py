@@ -9,6 +9,7 @@ import socket
 import string
 import time
 import uuid
+from contextlib import ExitStack
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -18,13 +19,14 @@ from core.config import Settings, get_settings
 from core.db import session_scope
 from core.db_retry import retry_unavailable
 from core.failures import Failure
-from core.request_store import claim, complete_failed, complete_ok, give_up_expired, utcnow
+from core.request_store import claim, claim_waiting, complete_failed, complete_ok, give_up_expired, utcnow
 from storage.keys import output_key
 from storage.s3 import get_store
 from worker import engine_runtime
 from worker.fetch import FetchLimits, fetch_input
 from worker.image_probe import probe_image
 from worker.input_errors import InputRejected
+from worker.liveportrait.engine import BatchItem, EditResult
 from worker.liveportrait.errors import EngineError, WeightsError
 from worker.liveportrait.params import EditParams
 from worker.run_context import Cancelled, RunContext
@@ -53,42 +55,125 @@ def run_request(request_id: uuid.UUID, settings: Settings | None = None) -> None
         )
         log.info("request %s is not claimable; skipping", request_id)
         return
-    attempt = row.attempts
-    early = _refuse_before_start(row.start_deadline, row.cancel_requested)
-    if early is not None:
-        _fail(request_id, early, attempt)
-        return
+    rows = [row]
+    if settings.batch_max_size > 1:
+        rows += _claim_more(settings, settings.batch_max_size - 1)
+    runnable = []
+    for claimed in rows:
+        early = _refuse_before_start(claimed.start_deadline, claimed.cancel_requested)
+        if early is not None:
+            _fail(claimed.id, early, claimed.attempts)
+        else:
+            runnable.append(claimed)
+    if len(runnable) == 1:
+        _run_one(runnable[0], settings)
+    elif runnable:
+        _run_batch(runnable, settings)
 
+
+def _failure_for(exc: BaseException, row: Any) -> Failure:
+    if isinstance(exc, InputRejected):
+        return failures.invalid_input(exc.message, exc.error_type, value=row.input.get("image_url"))
+    if isinstance(exc, WeightsError):
+        return failures.weights_missing(str(exc) or "model weights not installed")
+    if isinstance(exc, EngineError):
+        return failures.invalid_input(str(exc), exc.error_type, value=row.input.get("image_url"))
+    if isinstance(exc, Cancelled):
+        return failures.cancelled()
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return failures.run_timeout()
+    log.error("request %s failed", row.id, exc_info=exc)
+    return failures.internal()
+
+
+def _report_failure(row: Any, ctx: RunContext, exc: BaseException, started: float) -> None:
+    failure = _failure_for(exc, row)
+    ctx.log(f"failed: {failure.message}", "ERROR")
+    _fail(row.id, failure, row.attempts, {"inference_time": round(time.monotonic() - started, 4)})
+
+
+def _record(row: Any, output: dict[str, Any], metrics: dict[str, Any], settings: Settings) -> None:
+    # The edit is done: keep trying to record it through a database restart rather than let the
+    # lease expire and the whole edit run again.
+    if not retry_unavailable(
+        lambda: _complete(row.id, row.attempts, output, metrics),
+        for_s=settings.db_retry_s,
+        what=f"the result of {row.id}",
+    ):
+        log.warning("request %s was taken over before it completed here", row.id)
+
+
+def _run_one(row: Any, settings: Settings) -> None:
     started = time.monotonic()
-    with RunContext(request_id, attempt, lease_s=settings.lease_s) as ctx:
-        failure: Failure | None = None
+    with RunContext(row.id, row.attempts, lease_s=settings.lease_s) as ctx:
         try:
-            output, metrics = _edit(row.input, ctx, settings)
-        except InputRejected as exc:
-            failure = failures.invalid_input(exc.message, exc.error_type, value=row.input.get("image_url"))
-        except WeightsError as exc:
-            failure = failures.weights_missing(str(exc) or "model weights not installed")
-        except EngineError as exc:
-            failure = failures.invalid_input(str(exc), exc.error_type, value=row.input.get("image_url"))
-        except Cancelled:
-            failure = failures.cancelled()
-        except SoftTimeLimitExceeded:
-            failure = failures.run_timeout()
-        except Exception:
-            log.exception("request %s failed", request_id)
-            failure = failures.internal()
-        if failure is not None:
-            ctx.log(f"failed: {failure.message}", "ERROR")
-            _fail(request_id, failure, attempt, {"inference_time": round(time.monotonic() - started, 4)})
+            data, params = _fetch(row.input, ctx, settings)
+            engine = engine_runtime.get(settings)
+            result = engine.edit(
+                data, params, log=ctx.log, check=ctx.check, max_pixels=settings.max_input_pixels
+            )
+            ctx.check()
+            output, metrics = _store(result, ctx)
+        except Exception as exc:
+            _report_failure(row, ctx, exc, started)
             return
-        # The edit is done: keep trying to record it through a database restart rather than
-        # let the lease expire and the whole edit run again.
-        if not retry_unavailable(
-            lambda: _complete(request_id, attempt, output, metrics),
-            for_s=settings.db_retry_s,
-            what=f"the result of {request_id}",
-        ):
-            log.warning("request %s was taken over before it completed here", request_id)
+        _record(row, output, metrics, settings)
+
+
+def _run_batch(rows: list[Any], settings: Settings) -> None:
+    """Several requests through the networks in one pass; each keeps its own lease, logs and
+    outcome, so one bad input or one cancellation ends only its own request."""
+    started = time.monotonic()
+    with ExitStack() as stack:
+        jobs = []
+        for row in rows:
+            ctx = stack.enter_context(RunContext(row.id, row.attempts, lease_s=settings.lease_s))
+            try:
+                jobs.append((row, ctx, *_fetch(row.input, ctx, settings)))
+            except Exception as exc:
+                _report_failure(row, ctx, exc, started)
+        if not jobs:
+            return
+        for _, ctx, _, _ in jobs:
+            ctx.log(f"running in a batch of {len(jobs)}")
+        try:
+            engine = engine_runtime.get(settings)
+            items = [BatchItem(data, params, log=ctx.log, check=ctx.check) for _, ctx, data, params in jobs]
+            outcomes: list[Any] = engine.edit_batch(items, max_pixels=settings.max_input_pixels)
+        except Exception as exc:  # the shared pass itself failed (a time limit, out of memory)
+            outcomes = [exc] * len(jobs)
+        for (row, ctx, _, _), outcome in zip(jobs, outcomes, strict=True):
+            try:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                ctx.check()
+                output, metrics = _store(outcome, ctx)
+            except Exception as exc:
+                _report_failure(row, ctx, exc, started)
+                continue
+            _record(row, output, metrics, settings)
+
+
+def _claim_more(settings: Settings, limit: int) -> list[Any]:
+    """Up to `limit` more waiting requests for this batch, waiting up to BATCH_WAIT_MS for them."""
+    deadline = time.monotonic() + settings.batch_wait_ms / 1000
+    found: list[Any] = []
+    while True:
+        try:
+            with session_scope() as session:
+                found += claim_waiting(
+                    session,
+                    worker=worker_name(),
+                    lease_s=settings.lease_s,
+                    max_attempts=settings.max_attempts,
+                    limit=limit - len(found),
+                )
+        except Exception:  # the batch is an optimisation: the claimed request runs regardless
+            log.exception("could not claim more requests for a batch")
+            return found
+        if len(found) >= limit or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.01)
 
 
 def _claim(request_id: uuid.UUID, settings: Settings) -> Any:
@@ -131,23 +216,18 @@ def _fail(
     retry_unavailable(write, for_s=get_settings().db_retry_s, what=f"the failure of {request_id}")
 
 
-def _edit(
-    payload: dict[str, Any], ctx: RunContext, settings: Settings
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    engine = engine_runtime.get(settings)
+def _fetch(payload: dict[str, Any], ctx: RunContext, settings: Settings) -> tuple[bytes, EditParams]:
     params = EditParams.model_validate({k: v for k, v in payload.items() if k != "image_url"})
-    image_url = str(payload["image_url"])
-    store = get_store()
-
     ctx.log("fetching the input image")
-    data = fetch_input(image_url, FetchLimits.from_settings(settings), store)
+    data = fetch_input(str(payload["image_url"]), FetchLimits.from_settings(settings), get_store())
     fmt, width, height = probe_image(data, max_pixels=settings.max_input_pixels)
     ctx.log(f"input image: {fmt} {width}x{height}, {len(data)} bytes")
     ctx.check()
+    return data, params
 
-    result = engine.edit(data, params, log=ctx.log, check=ctx.check, max_pixels=settings.max_input_pixels)
-    ctx.check()
 
+def _store(result: EditResult, ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    store = get_store()
     extension = _EXTENSIONS.get(result.content_type, "bin")
     file_name = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(12)) + f".{extension}"
     key = output_key(ctx.request_id, file_name)
@@ -167,6 +247,12 @@ def _edit(
     total = result.timings.get("total", sum(result.timings.values()))
     # Per-stage seconds ride along in the row for /metrics' engine stage histograms; the status
     # endpoint shows clients only fal's `inference_time` (api/status_view.py).
-    stages = {name: round(float(value), 4) for name, value in result.timings.items() if name != "total"}
+    stages = {
+        name: round(float(value), 4)
+        for name, value in result.timings.items()
+        if name not in ("total", "batch_size")
+    }
     metrics = {"inference_time": round(float(total), 4), "stages": stages}
+    if "batch_size" in result.timings:
+        metrics["batch_size"] = int(result.timings["batch_size"])
     return output, metrics

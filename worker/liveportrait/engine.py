@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -238,42 +239,63 @@ class Engine:
         return x_d
 
     def render(self, prep: PreparedPortrait, params: EditParams, timer: _Timer) -> np.ndarray:
-        return self.render_batch([prep], [params], [timer])[0]
+        outcome = self.render_batch([prep], [params], [timer])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @staticmethod
+    def _still_wanted(timers: list[_Timer], indices: list[int], outcomes: list[Any]) -> list[int]:
+        """The indices whose `check` passes; a raising check (cancellation) ends only its item."""
+        kept = []
+        for i in indices:
+            try:
+                if timers[i].check is not None:
+                    timers[i].check()
+                kept.append(i)
+            except Exception as exc:
+                outcomes[i] = exc
+        return kept
 
     def render_batch(
         self, preps: list[PreparedPortrait], params: list[EditParams], timers: list[_Timer]
-    ) -> list[np.ndarray]:
+    ) -> list[np.ndarray | Exception]:
         """Warp and decode several edits in one pass of W and G (the expensive part on a GPU,
-        where a batch costs little more than one edit), then paste each back on its own."""
-        x_d = torch.cat([self.driving_keypoints(p, q) for p, q in zip(preps, params, strict=True)])
-        x_s = torch.cat([p.x_s for p in preps])
-        feature = torch.cat([p.feature for p in preps]) if len(preps) > 1 else preps[0].feature
-        for timer in timers:
-            if timer.check is not None:
-                timer.check()
+        where a batch costs little more than one edit), then paste each back on its own. An item
+        whose check raises between the stages drops out; the others go on."""
+        outcomes: list[Any] = [None] * len(preps)
+        live = self._still_wanted(timers, list(range(len(preps))), outcomes)
+        if not live:
+            return outcomes
+        x_d = torch.cat([self.driving_keypoints(preps[i], params[i]) for i in live])
+        x_s = torch.cat([preps[i].x_s for i in live])
+        feature = torch.cat([preps[i].feature for i in live]) if len(live) > 1 else preps[live[0]].feature
         with torch.inference_mode(), self.autocast():
             start = time.perf_counter()
             warped = self.nets.warping(feature, kp_driving=x_d, kp_source=x_s)["out"]
             mid = time.perf_counter()
-            for timer in timers:
-                if timer.check is not None:
-                    timer.check()
+            kept = self._still_wanted(timers, live, outcomes)
+            if not kept:
+                return outcomes
+            if len(kept) < len(live):
+                warped = warped[[live.index(i) for i in kept]]
             out = self.nets.decoder(warped)
             end = time.perf_counter()
         # truncation, not rounding, as the official output conversion does
         crops = (
             (out.float().permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
         )
-        results = []
-        for i, (prep, q, timer) in enumerate(zip(preps, params, timers, strict=True)):
-            timer.record("warping", mid - start)
-            timer.record("decoder", end - mid)
-            with timer.stage("pasteback"):
-                if q.flag_pasteback:
-                    results.append(paste_back(crops[i], prep.m_c2o, prep.image, crop_size=prep.crop_size))
+        for j, i in enumerate(kept):
+            timers[i].record("warping", mid - start)
+            timers[i].record("decoder", end - mid)
+            with timers[i].stage("pasteback"):
+                if params[i].flag_pasteback:
+                    outcomes[i] = paste_back(
+                        crops[j], preps[i].m_c2o, preps[i].image, crop_size=preps[i].crop_size
+                    )
                 else:
-                    results.append(resize_crop(crops[i], prep.crop_size))
-        return results
+                    outcomes[i] = resize_crop(crops[j], preps[i].crop_size)
+        return outcomes
 
     def _prepared(self, image: bytes, params: EditParams, timer: _Timer, max_pixels: int) -> PreparedPortrait:
         key = portrait_key(image, params) if self.cache.size > 0 else None
@@ -313,8 +335,9 @@ class Engine:
     def edit_batch(
         self, items: list[BatchItem], *, max_pixels: int = 40_000_000
     ) -> list[EditResult | Exception]:
-        """Several edits at once: each portrait is prepared on its own (an error there fails only
-        that item), then all of them go through W and G as one batch."""
+        """Several edits at once: each portrait is prepared on its own (an error there, or a
+        cancellation, ends only that item), then the rest go through W and G as one batch. An
+        error of the shared pass itself (out of memory, a time limit) is raised."""
         start = time.perf_counter()
         outcomes: list[EditResult | Exception] = [RuntimeError("not run")] * len(items)
         ready: list[tuple[int, PreparedPortrait, _Timer]] = []
@@ -324,25 +347,15 @@ class Engine:
                 ready.append((i, self._prepared(item.image, item.params, timer, max_pixels), timer))
             except Exception as exc:  # the item's own failure: bad image, no face, cancelled
                 outcomes[i] = exc
-        if ready:
-            try:
-                images = self.render_batch(
-                    [prep for _, prep, _ in ready],
-                    [items[i].params for i, _, _ in ready],
-                    [t for *_, t in ready],
-                )
-            except Exception as exc:  # a cancelled item aborts the shared pass: retry the rest alone
-                if len(ready) == 1:
-                    outcomes[ready[0][0]] = exc
-                    return outcomes
-                for i, _, _ in ready:
-                    try:
-                        outcomes[i] = self.edit(items[i].image, items[i].params, log=items[i].log,
-                                                check=items[i].check, max_pixels=max_pixels)  # fmt: skip
-                    except Exception as single_exc:
-                        outcomes[i] = single_exc
-                return outcomes
-            for (i, _, timer), result in zip(ready, images, strict=True):
-                timer.timings["batch_size"] = float(len(ready))
-                outcomes[i] = self._finish(result, items[i].params, timer, start)
+        if not ready:
+            return outcomes
+        rendered = self.render_batch(
+            [prep for _, prep, _ in ready], [items[i].params for i, _, _ in ready], [t for *_, t in ready]
+        )
+        for (i, _, timer), result in zip(ready, rendered, strict=True):
+            if isinstance(result, Exception):
+                outcomes[i] = result
+                continue
+            timer.timings["batch_size"] = float(len(ready))
+            outcomes[i] = self._finish(result, items[i].params, timer, start)
         return outcomes
