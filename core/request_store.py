@@ -118,16 +118,22 @@ def claim(
                 ),
             ),
         )
-        .values(
-            status=Status.IN_PROGRESS.value,
-            started_at=now,
-            worker=worker,
-            attempts=RequestRow.attempts + 1,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-        )
+        .values(**_claimed(worker, lease_s))
         .returning(RequestRow)
     )
     return session.execute(stmt).scalar_one_or_none()
+
+
+def _claimed(worker: str, lease_s: int) -> dict[str, Any]:
+    """The columns a claim sets: running, by this worker, one more attempt, a fresh lease."""
+    now = utcnow()
+    return {
+        "status": Status.IN_PROGRESS.value,
+        "started_at": now,
+        "worker": worker,
+        "attempts": RequestRow.attempts + 1,
+        "lease_expires_at": now + timedelta(seconds=lease_s),
+    }
 
 
 def claim_waiting(
@@ -135,7 +141,6 @@ def claim_waiting(
 ) -> list[RequestRow]:
     """Claim up to `limit` waiting requests, highest priority then oldest first, skipping rows
     that other workers are claiming at this moment (their messages then find nothing to run)."""
-    now = utcnow()
     waiting = (
         select(RequestRow.id)
         .where(RequestRow.status == Status.IN_QUEUE.value, RequestRow.attempts < max_attempts)
@@ -146,13 +151,7 @@ def claim_waiting(
     stmt = (
         update(RequestRow)
         .where(RequestRow.id.in_(waiting.scalar_subquery()), RequestRow.status == Status.IN_QUEUE.value)
-        .values(
-            status=Status.IN_PROGRESS.value,
-            started_at=now,
-            worker=worker,
-            attempts=RequestRow.attempts + 1,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-        )
+        .values(**_claimed(worker, lease_s))
         .returning(RequestRow)
         .execution_options(synchronize_session=False)
     )

@@ -92,7 +92,8 @@ def start_api(env: dict[str, str], log_dir: Path, name: str = "api") -> tuple[Ch
     raise RuntimeError(f"the API did not start:\n{child.log_text()[-4000:]}")
 
 
-def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: str) -> Child:
+def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: str, *options: str) -> Child:
+    """A Celery worker; `options` go to `celery worker` (e.g. a thread pool for dispatchers)."""
     child = Child(
         name,
         [
@@ -104,6 +105,7 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: str) -> 
             f"{name}@%h",
             "-Q",
             queues,
+            *options,
             "--loglevel",
             "INFO",
             "--without-gossip",

@@ -27,7 +27,7 @@ from core.migrate import downgrade, upgrade
 from core.webhook_outbox import LOST_ATTEMPT, Completion, build_body
 from tests.service.client_helpers import APP, QUEUE_BASE
 from tests.service.conftest import ImageServer
-from tests.service.processes import BIN, Child, start_api
+from tests.service.processes import Child, start_api, start_worker
 from tests.service.webhook_receiver import Hang, Receiver, signature_valid
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -50,30 +50,10 @@ class Dispatcher:
     def start(self) -> Child:
         self._starts += 1
         name = f"dispatcher-{self._starts}"
-        self.child = Child(
-            name,
-            [
-                str(BIN / "celery"),
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-n",
-                f"{name}@%h",
-                "-Q",
-                f"{self._env['QUEUE_NAME']}.webhooks",
-                "-P",
-                "threads",
-                "--concurrency",
-                "4",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            self._env,
-            self._logs_dir,
+        queue = f"{self._env['QUEUE_NAME']}.webhooks"
+        self.child = start_worker(
+            self._env, self._logs_dir, name, queue, "-P", "threads", "--concurrency", "4"
         )
-        self.child.wait_for_log("ready.", timeout=60)
         return self.child
 
     def kill(self) -> None:
