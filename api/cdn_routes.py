@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from api.public_url import public_base_url
 from api.storage_routes import CompleteBody
-from api.upload_io import read_body, replies_rejections, require_upload_auth, upload_context
+from api.upload_io import UploadContext, read_body, replies_rejections, require_upload_auth, upload_context
 from storage.file_urls import FILES_ROUTE, is_upload_key, service_file_url
 from storage.uploads import UploadRejected, clean_content_type, new_upload_key, safe_file_name
 
@@ -48,6 +48,16 @@ def _upload_key(key: str) -> str:
     return key
 
 
+def _accept_upload(
+    ctx: UploadContext, authorization: str | None, content_type: str | None, file_name: str | None
+) -> tuple[str, str]:
+    """Auth and content-type checks of both upload routes; the new upload's key and type."""
+    require_upload_auth(ctx, authorization)
+    media_type = clean_content_type(content_type)
+    ctx.policy.check_content_type(media_type)
+    return new_upload_key(safe_file_name(file_name, media_type)), media_type
+
+
 @router.post(f"{FILES_ROUTE}/upload", summary="Upload a file in one request")
 @replies_rejections
 async def upload(
@@ -57,11 +67,8 @@ async def upload(
     x_fal_file_name: OptionalHeader = None,
 ) -> Response:
     ctx = upload_context()
-    require_upload_auth(ctx, authorization)
-    media_type = clean_content_type(content_type)
-    ctx.policy.check_content_type(media_type)
+    key, media_type = _accept_upload(ctx, authorization, content_type, x_fal_file_name)
     data = await read_body(request, ctx.policy.max_bytes)
-    key = new_upload_key(safe_file_name(x_fal_file_name, media_type))
     await run_in_threadpool(ctx.uploads.put, key, data, media_type)
     return JSONResponse({"access_url": ctx.uploads.file_url(key)})
 
@@ -75,10 +82,7 @@ async def start_multipart(
     x_fal_file_name: OptionalHeader = None,
 ) -> Response:
     ctx = upload_context()
-    require_upload_auth(ctx, authorization)
-    media_type = clean_content_type(content_type)
-    ctx.policy.check_content_type(media_type)
-    key = new_upload_key(safe_file_name(x_fal_file_name, media_type))
+    key, media_type = _accept_upload(ctx, authorization, content_type, x_fal_file_name)
     s3_upload_id = await run_in_threadpool(ctx.uploads.start_multipart, key, media_type)
     return JSONResponse(
         {

@@ -98,17 +98,18 @@ def _check_signature(ctx: UploadContext, purpose: str, expires: int, signature: 
 async def initiate(request: Request, body: InitiateBody, storage_type: StorageType = None) -> Response:
     ctx = upload_context()
     key, content_type = _new_key(ctx, body)
-    expires = _expiry(ctx)
-    query = urlencode(
-        {
-            "key": key,
-            "content_type": content_type,
-            "expires": expires,
-            "signature": sign(ctx.secret, PUT_PURPOSE, expires, key, content_type),
-        }
-    )
-    upload_url = f"{public_base_url(request)}{SINGLE_PUT_PATH}?{query}"
+    upload_url = _signed_url(request, ctx, SINGLE_PUT_PATH, PUT_PURPOSE, key, "content_type", content_type)
     return JSONResponse({"upload_url": upload_url, "file_url": ctx.uploads.file_url(key)})
+
+
+def _signed_url(
+    request: Request, ctx: UploadContext, path: str, purpose: str, key: str, name: str, value: str
+) -> str:
+    """A service URL for `path` carrying the key, one more signed field and an expiry."""
+    expires = _expiry(ctx)
+    signature = sign(ctx.secret, purpose, expires, key, value)
+    query = urlencode({"key": key, name: value, "expires": expires, "signature": signature})
+    return f"{public_base_url(request)}{path}?{query}"
 
 
 @router.put(SINGLE_PUT_PATH, summary="The upload_url of /storage/upload/initiate")
@@ -141,16 +142,7 @@ async def initiate_multipart(
     ctx = upload_context()
     key, content_type = _new_key(ctx, body)
     s3_upload_id = await run_in_threadpool(ctx.uploads.start_multipart, key, content_type)
-    expires = _expiry(ctx)
-    query = urlencode(
-        {
-            "key": key,
-            "upload_id": s3_upload_id,
-            "expires": expires,
-            "signature": sign(ctx.secret, MULTIPART_PURPOSE, expires, key, s3_upload_id),
-        }
-    )
-    upload_url = f"{public_base_url(request)}{MULTIPART_PATH}?{query}"
+    upload_url = _signed_url(request, ctx, MULTIPART_PATH, MULTIPART_PURPOSE, key, "upload_id", s3_upload_id)
     return JSONResponse({"upload_url": upload_url, "file_url": ctx.uploads.file_url(key)})
 
 

@@ -18,12 +18,7 @@ from worker.liveportrait.weights import BASE_FILES, STITCHING_FILE, build_networ
 def test_modules_match_the_manifest(kit_dir: Path) -> None:
     manifest = json.loads((kit_dir / "manifest.json").read_text())
     nets = build_networks(FULL)
-    modules = {
-        "appearance_feature_extractor": nets.appearance,
-        "motion_extractor": nets.motion,
-        "warping_module": nets.warping,
-        "spade_generator": nets.decoder,
-    }
+    modules = nets.base_modules()
     parts = {"retarget_shoulder": nets.stitching, "retarget_mouth": nets.lip, "retarget_eye": nets.eye}
     for entry in manifest["files"]:
         if entry["layout"] == "state_dict":

@@ -64,12 +64,7 @@ def write_random_weights(dest: Path | str, *, arch: str | Arch = "tiny", seed: i
     dest = Path(dest)
     arch_obj = get_arch(arch) if isinstance(arch, str) else arch
     nets = build_networks(arch_obj)
-    base = {
-        "appearance_feature_extractor": nets.appearance,
-        "motion_extractor": nets.motion,
-        "warping_module": nets.warping,
-        "spade_generator": nets.decoder,
-    }
+    base = nets.base_modules()
     for name, rel in BASE_FILES.items():
         path = dest / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,15 @@ class Networks:
     lip: StitchingRetargetingNetwork
     eye: StitchingRetargetingNetwork
 
+    def base_modules(self) -> dict[str, nn.Module]:
+        """The four base networks under their official checkpoint names (keys of BASE_FILES)."""
+        return {
+            "appearance_feature_extractor": self.appearance,
+            "motion_extractor": self.motion,
+            "warping_module": self.warping,
+            "spade_generator": self.decoder,
+        }
+
     def modules(self) -> list[nn.Module]:
         return [self.appearance, self.motion, self.warping, self.decoder, self.stitching, self.lip, self.eye]
 
@@ -108,12 +117,7 @@ def load_networks(weights_dir: Path | str, arch: Arch | str) -> Networks:
             f"model weights not installed: {weights_dir} is not a directory (run `make weights`)"
         )
     nets = build_networks(arch)
-    targets = {
-        "appearance_feature_extractor": nets.appearance,
-        "motion_extractor": nets.motion,
-        "warping_module": nets.warping,
-        "spade_generator": nets.decoder,
-    }
+    targets = nets.base_modules()
     for name, rel in BASE_FILES.items():
         path = weights_dir / rel
         state = _read(path)
