@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.service.conftest import ImageServer
-from tests.service.keyed_api import keyed_api, new_key
+from tests.service.keyed_api import keyed_api
 from tests.service.processes import BIN, free_port
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -118,8 +118,6 @@ def test_every_schema_field_is_an_option() -> None:
 
 
 def test_key_management(server: tuple[str, str], migrated: dict[str, str]) -> None:
-    if new_key("probe") is None:
-        pytest.skip("api.keys is not available")
     base, _ = server
     created = run("keys", "create", "cli-made", "--json")
     assert created.returncode == 0, created.stderr
