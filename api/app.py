@@ -8,16 +8,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from api import cdn_routes, errors, health, operations, storage_routes, webhook_routes
 from api.app_ids import AppId
 from api.body_limits import BodyLimitMiddleware
 from api.fal_proxy import FalProxyMiddleware
+from api.fast_path import FastPathMiddleware
 from api.queue_routes import requests_router, submit_router
 from api.run_routes import run_router
 from core.config import Settings, get_settings
+from core.db_async import close_pool
 from storage import result_sweep, upload_sweep
 from storage.s3 import get_store
+from worker.dispatch import background
 from worker.reconcile import run_forever
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for thread in (reconciler, sweeper, results):
             if thread is not None:
                 thread.join(timeout=5)
+        # What is still queued for publishing would otherwise wait for the reconciler.
+        await run_in_threadpool(background.flush)
+        await close_pool()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -73,12 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cdn_routes.router)
     app.include_router(webhook_routes.keys_router)
     app.include_router(webhook_routes.router)
+    apps = [AppId.parse(app_id) for app_id in settings.app_id_list]
+    # Innermost: submit, status and result without FastAPI's routing (api/fast_path.py).
+    app.add_middleware(FastPathMiddleware, apps=apps)
     # fal's server-proxy contract (/api/fal/proxy) for @fal-ai/client's proxyUrl.
     app.add_middleware(FalProxyMiddleware)
     # Outermost: oversized or trickled JSON bodies never reach a route (nor the proxy).
     app.add_middleware(BodyLimitMiddleware)
     errors.install(app)
-    apps = [AppId.parse(app_id) for app_id in settings.app_id_list]
     seen_bases: set[str] = set()
     for app_id in apps:
         app.include_router(submit_router(app_id))

@@ -31,7 +31,7 @@ class Caller:
 ANONYMOUS = Caller(None)
 
 
-def authenticate(authorization: str | None, settings: Settings) -> Caller | None:
+async def authenticate(authorization: str | None, settings: Settings) -> Caller | None:
     """The caller for an Authorization header, or None when it names no valid key."""
     if settings.auth_mode == "off":
         return ANONYMOUS
@@ -44,13 +44,13 @@ def authenticate(authorization: str | None, settings: Settings) -> Caller | None
     # Static keys: compare against each in constant time so timing does not reveal a prefix.
     if any(hmac.compare_digest(token.encode(), key.encode()) for key in settings.api_key_set):
         return Caller(key_id)
-    if key_id and secret and len(key_id) <= 64 and verify_key(key_id, secret):
+    if key_id and secret and len(key_id) <= 64 and await verify_key(key_id, secret):
         return Caller(key_id)
     return None
 
 
-def require_key(authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Caller:
-    caller = authenticate(authorization, get_settings())
+async def require_key(authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Caller:
+    caller = await authenticate(authorization, get_settings())
     if caller is None:
         raise HTTPException(status_code=401, detail=UNAUTHORIZED)
     return caller

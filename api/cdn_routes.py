@@ -48,11 +48,11 @@ def _upload_key(key: str) -> str:
     return key
 
 
-def _accept_upload(
+async def _accept_upload(
     ctx: UploadContext, authorization: str | None, content_type: str | None, file_name: str | None
 ) -> tuple[str, str]:
     """Auth and content-type checks of both upload routes; the new upload's key and type."""
-    require_upload_auth(ctx, authorization)
+    await require_upload_auth(ctx, authorization)
     media_type = clean_content_type(content_type)
     ctx.policy.check_content_type(media_type)
     return new_upload_key(safe_file_name(file_name, media_type)), media_type
@@ -67,7 +67,7 @@ async def upload(
     x_fal_file_name: OptionalHeader = None,
 ) -> Response:
     ctx = upload_context()
-    key, media_type = _accept_upload(ctx, authorization, content_type, x_fal_file_name)
+    key, media_type = await _accept_upload(ctx, authorization, content_type, x_fal_file_name)
     data = await read_body(request, ctx.policy.max_bytes)
     await run_in_threadpool(ctx.uploads.put, key, data, media_type)
     return JSONResponse({"access_url": ctx.uploads.file_url(key)})
@@ -82,7 +82,7 @@ async def start_multipart(
     x_fal_file_name: OptionalHeader = None,
 ) -> Response:
     ctx = upload_context()
-    key, media_type = _accept_upload(ctx, authorization, content_type, x_fal_file_name)
+    key, media_type = await _accept_upload(ctx, authorization, content_type, x_fal_file_name)
     s3_upload_id = await run_in_threadpool(ctx.uploads.start_multipart, key, media_type)
     return JSONResponse(
         {
@@ -98,7 +98,7 @@ async def put_part(
     request: Request, key: str, upload_id: str, part_number: int, authorization: OptionalHeader = None
 ) -> Response:
     ctx = upload_context()
-    require_upload_auth(ctx, authorization)
+    await require_upload_auth(ctx, authorization)
     s3_upload_id = _decode_upload_id(upload_id)
     data = await read_body(request, ctx.policy.max_bytes)
     etag = await run_in_threadpool(ctx.uploads.put_part, _upload_key(key), s3_upload_id, part_number, data)
@@ -111,7 +111,7 @@ async def complete(
     request: Request, key: str, upload_id: str, body: CompleteBody, authorization: OptionalHeader = None
 ) -> Response:
     ctx = upload_context()
-    require_upload_auth(ctx, authorization)
+    await require_upload_auth(ctx, authorization)
     parts = [(part.part_number, part.etag) for part in body.parts]
     await run_in_threadpool(
         ctx.uploads.complete, _upload_key(key), _decode_upload_id(upload_id), parts, ctx.policy

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from core.db_async import DatabaseUnavailable
 from core.key_limits import LimitExceeded
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ async def _limit_exceeded(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # The pool pre-pings connections, so once PostgreSQL is back the next call simply works.
+    # Both pools replace broken connections, so once PostgreSQL is back the next call works.
     log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse(
         {
@@ -39,7 +41,23 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+    LimitExceeded: _limit_exceeded,
+    **{
+        error: _database_unavailable
+        for error in (OperationalError, InterfaceError, PoolTimeoutError, DatabaseUnavailable)
+    },
+}
+
+
+async def known_error_reply(request: Request, exc: Exception) -> JSONResponse | None:
+    """The answer for an exception these handlers cover (for api.fast_path), else None."""
+    for kind, handler in _HANDLERS.items():
+        if isinstance(exc, kind):
+            return await handler(request, exc)
+    return None
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(LimitExceeded, _limit_exceeded)
-    for error in (OperationalError, InterfaceError, PoolTimeoutError):
-        app.add_exception_handler(error, _database_unavailable)
+    for kind, handler in _HANDLERS.items():
+        app.add_exception_handler(kind, handler)

@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from core.db import session_scope
+from core.db_async import connection
 from core.key_models import ApiKey
 from core.request_store import utcnow
 
@@ -71,12 +72,13 @@ def revoke_key(key_id: str) -> bool:
     return done is not None
 
 
-def verify_key(key_id: str, secret: str) -> bool:
+async def verify_key(key_id: str, secret: str) -> bool:
     """Whether key_id names an active key whose secret this is (constant-time comparison)."""
-    with session_scope() as session:
-        stored = session.execute(
-            select(ApiKey.secret_sha256).where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
-        ).scalar_one_or_none()
+    # Looked up on every call, without a cache: a revoked key is refused at once.
+    async with connection() as conn:
+        stored = await conn.fetchval(
+            "SELECT secret_sha256 FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL", key_id
+        )
     # Compare even for an unknown id, so that timing does not tell which ids exist.
     return hmac.compare_digest(_digest(secret), stored or b"\0" * 32) and stored is not None
 

@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api import request_service
 from api.app_ids import AppId
 from api.auth import AuthCaller, Caller, require_key
 from api.public_url import public_base_url
-from api.request_options import object_retention, queue_priority, start_deadline, webhook_url
+from api.request_options import SubmitOptions, object_retention, queue_priority, start_deadline, webhook_url
 from api.schemas import (
     CancelResponse,
     LivePortraitImageOutput,
@@ -33,6 +32,7 @@ from api.status_view import (
 )
 from core.config import get_settings
 from core.models import Status
+from core.request_queries import RequestView
 from core.request_store import CancelOutcome
 
 _NOT_FOUND = {"detail": "Request not found"}
@@ -58,6 +58,56 @@ def _urls(request: Request, app: AppId, request_id: str) -> RequestUrls:
     return RequestUrls.build(public_base_url(request), app.queue_base, request_id)
 
 
+# The replies of submit, status and result, shared by the routes below and api.fast_path, which
+# answers the same calls without FastAPI's routing when they need no validation error.
+
+
+async def submit_reply(
+    request: Request, app: AppId, body: LivePortraitInput, options: SubmitOptions, caller: Caller
+) -> JSONResponse:
+    view = await request_service.submit(
+        app,
+        body.model_dump(mode="json"),
+        priority=options.priority,
+        webhook_url=options.webhook_url,
+        start_deadline=options.start_deadline,
+        caller=caller,
+        retention_s=options.retention_s,
+    )
+    request_id = str(view.id)
+    content = status_body(
+        view, _urls(request, app, request_id), queue_position=view.queue_position, logs=None
+    )
+    content["gateway_request_id"] = request_id
+    return JSONResponse(content, headers={REQUEST_ID_HEADER: request_id})
+
+
+async def status_reply(
+    request: Request, app: AppId, request_id: str, caller: Caller, logs: bool
+) -> JSONResponse:
+    rid = request_service.parse_request_id(request_id)
+    view = await request_service.load(app, rid, caller, with_logs=logs) if rid else None
+    if view is None:
+        return _not_found()
+    content = status_body(
+        view,
+        _urls(request, app, request_id),
+        queue_position=view.queue_position,
+        logs=view.logs if logs else None,
+    )
+    return JSONResponse(content, status_code=status_code_for(view), headers={REQUEST_ID_HEADER: str(view.id)})
+
+
+async def result_reply(app: AppId, request_id: str, caller: Caller) -> JSONResponse:
+    rid = request_service.parse_request_id(request_id)
+    view = await request_service.load(app, rid, caller) if rid else None
+    if view is None:
+        return _not_found()
+    if view.expired_at is not None:
+        return _expired(view.id)
+    return result_response(view)
+
+
 def submit_router(app: AppId) -> APIRouter:
     router = APIRouter(tags=[app.full], dependencies=[Depends(require_key)])
 
@@ -67,7 +117,7 @@ def submit_router(app: AppId) -> APIRouter:
         response_model=SubmitResponse,
         name=f"submit:{app.full}",
     )
-    def submit(
+    async def submit(
         request: Request,
         body: LivePortraitInput,
         priority: Annotated[int, Depends(queue_priority)],
@@ -76,20 +126,8 @@ def submit_router(app: AppId) -> APIRouter:
         retention_s: Annotated[int | None, Depends(object_retention)],
         caller: AuthCaller,
     ) -> JSONResponse:
-        snap = request_service.submit(
-            app,
-            body.model_dump(mode="json"),
-            priority=priority,
-            webhook_url=webhook,
-            start_deadline=deadline,
-            caller=caller,
-            retention_s=retention_s,
-        )
-        request_id = str(snap.row.id)
-        urls = _urls(request, app, request_id)
-        content = status_body(snap.row, urls, queue_position=snap.queue_position, logs=None)
-        content["gateway_request_id"] = request_id
-        return JSONResponse(content, headers={REQUEST_ID_HEADER: request_id})
+        options = SubmitOptions(priority, deadline, webhook, retention_s)
+        return await submit_reply(request, app, body, options, caller)
 
     return router
 
@@ -107,20 +145,10 @@ def requests_router(app: AppId) -> APIRouter:
         responses={404: {"description": "Unknown request"}},
         name=f"status:{app.queue_base}",
     )
-    def status(request: Request, request_id: str, caller: AuthCaller, logs: LogsFlag = False) -> JSONResponse:
-        rid = request_service.parse_request_id(request_id)
-        snap = request_service.load(app, rid, caller) if rid else None
-        if snap is None:
-            return _not_found()
-        content = status_body(
-            snap.row,
-            _urls(request, app, request_id),
-            queue_position=snap.queue_position,
-            logs=snap.row.logs if logs else None,
-        )
-        return JSONResponse(
-            content, status_code=status_code_for(snap.row), headers={REQUEST_ID_HEADER: str(snap.row.id)}
-        )
+    async def status(
+        request: Request, request_id: str, caller: AuthCaller, logs: LogsFlag = False
+    ) -> JSONResponse:
+        return await status_reply(request, app, request_id, caller, logs)
 
     @router.get(
         "/{request_id}/status/stream",
@@ -132,7 +160,7 @@ def requests_router(app: AppId) -> APIRouter:
         request: Request, request_id: str, caller: AuthCaller, logs: LogsFlag = False
     ) -> Response:
         rid = request_service.parse_request_id(request_id)
-        first = await run_in_threadpool(request_service.load, app, rid, caller) if rid else None
+        first = await request_service.load(app, rid, caller, with_logs=True) if rid else None
         if first is None or rid is None:
             return _not_found()
         urls = _urls(request, app, request_id)
@@ -153,14 +181,8 @@ def requests_router(app: AppId) -> APIRouter:
         },
         name=f"result:{app.queue_base}",
     )
-    def result(request_id: str, caller: AuthCaller) -> JSONResponse:
-        rid = request_service.parse_request_id(request_id)
-        snap = request_service.load(app, rid, caller) if rid else None
-        if snap is None:
-            return _not_found()
-        if snap.row.expired_at is not None:
-            return _expired(snap.row.id)
-        return result_response(snap.row)
+    async def result(request_id: str, caller: AuthCaller) -> JSONResponse:
+        return await result_reply(app, request_id, caller)
 
     @router.put(
         "/{request_id}/cancel",
@@ -169,9 +191,9 @@ def requests_router(app: AppId) -> APIRouter:
         responses={400: {"description": "Already completed"}, 404: {"description": "Unknown request"}},
         name=f"cancel:{app.queue_base}",
     )
-    def cancel(request_id: str, caller: AuthCaller) -> JSONResponse:
+    async def cancel(request_id: str, caller: AuthCaller) -> JSONResponse:
         rid = request_service.parse_request_id(request_id)
-        outcome = request_service.request_cancel(app, rid, caller) if rid else CancelOutcome.NOT_FOUND
+        outcome = await request_service.request_cancel(app, rid, caller) if rid else CancelOutcome.NOT_FOUND
         headers = {REQUEST_ID_HEADER: request_id}
         if outcome is CancelOutcome.NOT_FOUND:
             return JSONResponse({"status": "NOT_FOUND", **_NOT_FOUND}, status_code=404)
@@ -187,7 +209,7 @@ async def _status_events(
     app: AppId,
     request_id: Any,
     urls: RequestUrls,
-    snap: request_service.Snapshot,
+    view: RequestView,
     with_logs: bool,
     caller: Caller,
 ) -> AsyncIterator[str]:
@@ -198,22 +220,22 @@ async def _status_events(
     last_key: tuple[Any, ...] | None = None
     last_sent = 0.0
     while True:
-        logs = snap.row.logs or []
+        logs = view.logs or []
         new_logs = logs[sent_logs:]
-        key = (snap.row.status, snap.queue_position)
+        key = (view.status, view.queue_position)
         now = time.monotonic()
         if key != last_key or new_logs or now - last_sent >= settings.status_stream_keepalive_s:
             body = status_body(
-                snap.row, urls, queue_position=snap.queue_position, logs=new_logs if with_logs else None
+                view, urls, queue_position=view.queue_position, logs=new_logs if with_logs else None
             )
             yield f"data: {json.dumps(body)}\n\n"
             sent_logs, last_key, last_sent = len(logs), key, now
-        if snap.row.status == Status.COMPLETED:
+        if view.status == Status.COMPLETED:
             return
         await asyncio.sleep(settings.status_stream_poll_s)
         if await request.is_disconnected():
             return
-        latest = await run_in_threadpool(request_service.load, app, request_id, caller)
+        latest = await request_service.load(app, request_id, caller, with_logs=True)
         if latest is None:
             return
-        snap = latest
+        view = latest

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Header, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
 
 from core.config import get_settings
 from core.models import Priority
 from core.request_store import utcnow
 from webhooks.url_check import WebhookUrlRefused, check_at_submit
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """A submit's headers and query parameters, checked."""
+
+    priority: int
+    start_deadline: datetime | None
+    webhook_url: str | None
+    retention_s: int | None
 
 
 def _header_error(header: str, message: str, value: str) -> HTTPException:
@@ -22,7 +34,7 @@ def _header_error(header: str, message: str, value: str) -> HTTPException:
     )
 
 
-def queue_priority(
+async def queue_priority(
     x_fal_queue_priority: Annotated[
         str | None, Header(description="normal (default) or low; low runs after every normal request.")
     ] = None,
@@ -37,7 +49,7 @@ def queue_priority(
         ) from None
 
 
-def start_deadline(
+async def start_deadline(
     x_fal_request_timeout: Annotated[
         str | None, Header(description="Seconds the request may wait to start; then it fails with a 504.")
     ] = None,
@@ -55,7 +67,7 @@ def start_deadline(
     return utcnow() + timedelta(seconds=seconds)
 
 
-def webhook_url(
+async def webhook_url(
     fal_webhook: Annotated[
         str | None, Query(description="URL to POST the result to when the request completes.")
     ] = None,
@@ -69,7 +81,8 @@ def webhook_url(
     else:
         # The image URLs' SSRF rules; each delivery attempt checks again (DNS can change).
         try:
-            check_at_submit(url, get_settings().allowed_networks)
+            # Resolves the host name: off the event loop.
+            await run_in_threadpool(check_at_submit, url, get_settings().allowed_networks)
         except WebhookUrlRefused as exc:
             message = str(exc)
     if message is not None:
@@ -83,7 +96,7 @@ def webhook_url(
 _MIN_RETENTION_S = 1
 
 
-def object_retention(
+async def object_retention(
     x_fal_object_lifecycle_preference: Annotated[
         str | None,
         Header(

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fastapi.concurrency import run_in_threadpool
+
 from api.app_ids import AppId
 from api.auth import ANONYMOUS, Caller
-from core import failures, key_limits
+from core import failures, key_limits, request_queries
 from core.config import get_settings
 from core.db import session_scope
-from core.models import RequestRow, Status
-from core.request_store import CancelOutcome, cancel, create, get, queue_position
-from worker.dispatch import publish
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    row: RequestRow
-    queue_position: int | None
+from core.db_async import connection
+from core.request_queries import RequestView
+from core.request_store import CancelOutcome, cancel, utcnow
+from worker.dispatch import background
 
 
 def parse_request_id(value: str) -> uuid.UUID | None:
@@ -30,7 +26,7 @@ def parse_request_id(value: str) -> uuid.UUID | None:
         return None
 
 
-def submit(
+async def submit(
     app: AppId,
     payload: dict[str, Any],
     *,
@@ -39,43 +35,52 @@ def submit(
     start_deadline: datetime | None,
     caller: Caller = ANONYMOUS,
     retention_s: int | None = None,
-) -> Snapshot:
+) -> RequestView:
     # The row is committed before anything is published or answered: an accepted request is
     # never lost, at worst published later by the reconciler.
-    with session_scope() as session:
-        if caller.key_id is not None:
-            key_limits.check(session, caller.key_id, get_settings())
-        row = create(
-            session,
-            app_id=app.full,
-            payload=payload,
-            priority=priority,
-            webhook_url=webhook_url,
-            start_deadline=start_deadline,
-            owner_key_id=caller.key_id,
-            retention_s=retention_s,
-        )
-        position = queue_position(session, row)
-    publish(row.id, priority)
-    return Snapshot(row, position)
+    settings = get_settings()
+    values = {
+        "request_id": uuid.uuid4(),
+        "app_id": app.full,
+        "payload": payload,
+        "priority": priority,
+        "queued_at": utcnow(),
+        "webhook_url": webhook_url,
+        "start_deadline": start_deadline,
+        "owner_key_id": caller.key_id,
+        "retention_s": retention_s,
+    }
+    async with connection() as conn:
+        if caller.key_id is not None and (settings.key_max_in_flight or settings.key_max_submits_per_minute):
+            async with conn.transaction():
+                await key_limits.check(conn, caller.key_id, settings)
+                view = await request_queries.insert(conn, **values)
+        else:
+            view = await request_queries.insert(conn, **values)
+    background.enqueue(view.id, priority)
+    return view
 
 
-def load(app: AppId, request_id: uuid.UUID, caller: Caller = ANONYMOUS) -> Snapshot | None:
+async def load(
+    app: AppId, request_id: uuid.UUID, caller: Caller = ANONYMOUS, *, with_logs: bool = False
+) -> RequestView | None:
     """The request if it belongs to this app's owner/alias and to the caller, with its queue
     position. Another key's request is reported exactly like an unknown one."""
-    with session_scope() as session:
-        row = get(session, request_id)
-        if row is None or AppId.parse(row.app_id).queue_base != app.queue_base:
-            return None
-        if not caller.owns(row.owner_key_id):
-            return None
-        position = queue_position(session, row) if row.status == Status.IN_QUEUE else None
-        session.expunge(row)
-    return Snapshot(row, position)
+    view = await request_queries.fetch(request_id, with_logs=with_logs)
+    if view is None or AppId.parse(view.app_id).queue_base != app.queue_base:
+        return None
+    if not caller.owns(view.owner_key_id):
+        return None
+    return view
 
 
-def request_cancel(app: AppId, request_id: uuid.UUID, caller: Caller = ANONYMOUS) -> CancelOutcome:
-    if load(app, request_id, caller) is None:
+async def request_cancel(app: AppId, request_id: uuid.UUID, caller: Caller = ANONYMOUS) -> CancelOutcome:
+    if await load(app, request_id, caller) is None:
         return CancelOutcome.NOT_FOUND
+    return await run_in_threadpool(_cancel, request_id)
+
+
+def _cancel(request_id: uuid.UUID) -> CancelOutcome:
+    # Cancelling also writes the webhook outbox (core.request_store): the workers' code path.
     with session_scope() as session:
         return cancel(session, request_id, failures.cancelled())

@@ -11,7 +11,6 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api import request_service
@@ -48,33 +47,31 @@ def run_router(app: AppId) -> APIRouter:
         caller: AuthCaller,
     ) -> JSONResponse:
         settings = get_settings()
-        snap = await run_in_threadpool(
-            lambda: request_service.submit(
-                app,
-                body.model_dump(mode="json"),
-                priority=Priority.NORMAL.value,
-                webhook_url=None,
-                start_deadline=deadline,
-                caller=caller,
-                retention_s=retention_s,
-            )
+        view = await request_service.submit(
+            app,
+            body.model_dump(mode="json"),
+            priority=Priority.NORMAL.value,
+            webhook_url=None,
+            start_deadline=deadline,
+            caller=caller,
+            retention_s=retention_s,
         )
-        request_id = snap.row.id
+        request_id = view.id
         give_up_at = time.monotonic() + settings.sync_run_timeout_s
         delay = _POLL_START_S
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, _POLL_MAX_S)
-            latest = await run_in_threadpool(request_service.load, app, request_id, caller)
-            if latest is not None and latest.row.status == Status.COMPLETED:
-                return result_response(latest.row)
+            latest = await request_service.load(app, request_id, caller)
+            if latest is not None and latest.status == Status.COMPLETED:
+                return result_response(latest)
             if await request.is_disconnected():
-                await run_in_threadpool(request_service.request_cancel, app, request_id, caller)
+                await request_service.request_cancel(app, request_id, caller)
                 return JSONResponse(
                     {"detail": "Client disconnected", "error_type": "client_disconnected"}, status_code=499
                 )
             if time.monotonic() > give_up_at:
-                await run_in_threadpool(request_service.request_cancel, app, request_id, caller)
+                await request_service.request_cancel(app, request_id, caller)
                 return JSONResponse(
                     {"detail": "Request timed out", "error_type": "request_timeout"},
                     status_code=504,

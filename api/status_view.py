@@ -7,7 +7,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from core.models import RequestRow, Status
+from core.models import Status
+from core.request_queries import RequestView
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 
@@ -29,7 +30,7 @@ class RequestUrls:
 
 
 def status_body(
-    row: RequestRow,
+    row: RequestView,
     urls: RequestUrls,
     *,
     queue_position: int | None,
@@ -58,12 +59,12 @@ def status_body(
     return body
 
 
-def status_code_for(row: RequestRow) -> int:
+def status_code_for(row: RequestView) -> int:
     # fal answers 202 while the request is pending and 200 once it is completed.
     return 200 if row.status == Status.COMPLETED else 202
 
 
-def result_response(row: RequestRow) -> JSONResponse:
+def result_response(row: RequestView) -> JSONResponse:
     """The model's own reply: its output, or the failure's status code and body."""
     headers = {REQUEST_ID_HEADER: str(row.id)}
     if row.status != Status.COMPLETED:

@@ -50,14 +50,14 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-def require_upload_auth(ctx: UploadContext, authorization: str | None) -> None:
+async def require_upload_auth(ctx: UploadContext, authorization: str | None) -> None:
     """The CDN routes take the bearer token from /storage/auth/token, or an API key itself."""
     if ctx.settings.auth_mode == "off":
         return
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and check_token(ctx.secret, CDN_TOKEN_PURPOSE, token.strip()):
         return
-    if authenticate(authorization, ctx.settings) is None:
+    if await authenticate(authorization, ctx.settings) is None:
         raise UploadRejected(401, UNAUTHORIZED)
 
 

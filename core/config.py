@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     status_stream_poll_s: float = Field(0.2, gt=0)
     status_stream_keepalive_s: float = Field(5.0, gt=0)
     sync_run_timeout_s: float = Field(900.0, gt=0)
+    # The API's own PostgreSQL connections (core/db_async.py), per API process: submit, status
+    # and result each hold one for a single statement.
+    api_db_pool_size: int = Field(16, ge=1)
+    api_db_connect_timeout_s: float = Field(5.0, gt=0)
+    api_db_acquire_timeout_s: float = Field(10.0, gt=0)
+    api_db_command_timeout_s: float = Field(30.0, gt=0)
 
     # --- queue and workers ---------------------------------------------------------------
     queue_name: str = "portrait"

@@ -10,11 +10,9 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+import asyncpg
 
 from core.config import Settings
-from core.models import RequestRow, Status
 from core.request_store import utcnow
 
 _WINDOW_S = 60.0
@@ -29,20 +27,18 @@ class LimitExceeded(Exception):
         self.retry_after_s = retry_after_s
 
 
-def check(session: Session, key_id: str, settings: Settings) -> None:
-    """Raise LimitExceeded if this key may not submit now. Call before inserting the row."""
+async def check(conn: asyncpg.Connection, key_id: str, settings: Settings) -> None:
+    """Raise LimitExceeded if this key may not submit now. Call inside the transaction that then
+    inserts the row, so that the advisory lock covers both."""
     if not settings.key_max_in_flight and not settings.key_max_submits_per_minute:
         return
     # hashtext() folds the key id into the lock's 32-bit key space; a collision only serializes
     # two keys' submissions, it never lets a limit through.
-    session.execute(select(func.pg_advisory_xact_lock(func.hashtext("key-limit:" + key_id))))
-    own = RequestRow.owner_key_id == key_id
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "key-limit:" + key_id)
     if settings.key_max_in_flight:
-        in_flight = session.execute(
-            select(func.count())
-            .select_from(RequestRow)
-            .where(own, RequestRow.status != Status.COMPLETED.value)
-        ).scalar_one()
+        in_flight = await conn.fetchval(
+            "SELECT count(*) FROM requests WHERE owner_key_id = $1 AND status <> 'COMPLETED'", key_id
+        )
         if in_flight >= settings.key_max_in_flight:
             raise LimitExceeded(
                 f"Too many requests in flight for this key (limit {settings.key_max_in_flight})",
@@ -50,9 +46,11 @@ def check(session: Session, key_id: str, settings: Settings) -> None:
             )
     if settings.key_max_submits_per_minute:
         since = utcnow() - timedelta(seconds=_WINDOW_S)
-        count, oldest = session.execute(
-            select(func.count(), func.min(RequestRow.queued_at)).where(own, RequestRow.queued_at > since)
-        ).one()
+        count, oldest = await conn.fetchrow(
+            "SELECT count(*), min(queued_at) FROM requests WHERE owner_key_id = $1 AND queued_at > $2",
+            key_id,
+            since,
+        )
         if count >= settings.key_max_submits_per_minute:
             # The window frees a slot when its oldest submission leaves it.
             wait = (oldest - since).total_seconds() if oldest is not None else _WINDOW_S

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 import uuid
 
 from core.config import get_settings
@@ -14,24 +17,87 @@ from worker.queues import EDIT_TASK, queue_for
 
 log = logging.getLogger(__name__)
 
+# The most messages published before their rows are marked in one UPDATE.
+_BATCH = 256
+
 
 def publish(request_id: uuid.UUID, priority: int) -> bool:
-    """Send the message; on failure the row stays unpublished and the reconciler retries."""
+    """Send the message now; on failure the row stays unpublished and the reconciler retries."""
+    sent = _send(request_id, priority)
+    if sent:
+        _mark([request_id])
+    return sent
+
+
+def _send(request_id: uuid.UUID, priority: int) -> bool:
     # Bound here so that the message's headers and any line logged below carry the id.
     with bound_request_id(request_id):
-        return _publish(request_id, priority)
+        try:
+            app.send_task(EDIT_TASK, args=[str(request_id)], queue=queue_for(get_settings(), priority))
+        except Exception:
+            log.exception("could not publish request %s; the reconciler will retry", request_id)
+            return False
+    return True
 
 
-def _publish(request_id: uuid.UUID, priority: int) -> bool:
-    try:
-        app.send_task(EDIT_TASK, args=[str(request_id)], queue=queue_for(get_settings(), priority))
-    except Exception:
-        log.exception("could not publish request %s; the reconciler will retry", request_id)
-        return False
+def _mark(request_ids: list[uuid.UUID]) -> None:
+    if not request_ids:
+        return
     try:
         with session_scope() as session:
-            mark_published(session, request_id)
+            mark_published(session, request_ids)
     except Exception:
         # Harmless: an unmarked row is merely published once more later.
-        log.exception("could not mark request %s as published", request_id)
-    return True
+        log.exception("could not mark %d request(s) as published", len(request_ids))
+
+
+class BackgroundPublisher:
+    """Publishes from one thread, so that the API answers a submit as soon as its row is
+    committed and never waits on the broker. The rows of a burst are marked published with one
+    UPDATE. Whatever is still queued when the process dies is unpublished in PostgreSQL, so the
+    reconciler publishes it after its grace period: nothing is lost."""
+
+    def __init__(self) -> None:
+        self._items: queue.SimpleQueue[tuple[uuid.UUID, int] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def enqueue(self, request_id: uuid.UUID, priority: int) -> None:
+        self._ensure_thread()
+        self._items.put((request_id, priority))
+
+    def _ensure_thread(self) -> None:
+        # After a fork the parent's thread is gone from the child: start our own.
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._items.get()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._items.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            _mark([rid for rid, priority in filter(None, batch) if _send(rid, priority)])
+            if stop:
+                return
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Publish what is queued and stop the thread (at shutdown)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._pid != os.getpid():
+            return
+        self._items.put(None)
+        thread.join(timeout)
+        self._thread = None
+
+
+background = BackgroundPublisher()

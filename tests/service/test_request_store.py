@@ -3,6 +3,7 @@ and the migrations themselves."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,8 +13,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from core import failures
+from core import failures, request_queries
 from core.db import session_scope
+from core.db_async import close_pool, connection
 from core.migrate import downgrade, upgrade
 from core.models import Priority, RequestRow, Status
 from core.request_store import (
@@ -27,9 +29,9 @@ from core.request_store import (
     find_stale,
     get,
     log_entry,
-    queue_position,
     renew_lease,
     requeue_expired,
+    utcnow,
 )
 
 pytestmark = pytest.mark.usefixtures("migrated")
@@ -70,18 +72,58 @@ def test_only_one_concurrent_claim_wins() -> None:
     assert (row.status, row.attempts, row.worker) == (Status.IN_PROGRESS, 1, f"w{wins[0]}")
 
 
+def _position(request_id: uuid.UUID) -> int | None:
+    """The queue position the API reports (core.request_queries, on asyncpg)."""
+
+    async def read() -> int | None:
+        try:
+            view = await request_queries.fetch(request_id, with_logs=False)
+            assert view is not None
+            return view.queue_position
+        finally:
+            await close_pool()
+
+    return asyncio.run(read())
+
+
 def test_queue_position_by_priority_then_age() -> None:
     # Rows of earlier tests may be waiting too: positions are relative to a baseline.
     low = _new(Priority.LOW.value)
     normal = [_new() for _ in range(3)]
-    with session_scope() as session:
-        positions = [queue_position(session, get(session, rid)) for rid in [*normal, low]]  # type: ignore[arg-type]
+    positions = [_position(rid) for rid in [*normal, low]]
     base = positions[0]
+    assert base is not None
     assert positions == [base, base + 1, base + 2, positions[3]]
     assert positions[3] > base + 2
     with session_scope() as session:
         claim(session, normal[0], worker="w", lease_s=60)
-        assert queue_position(session, get(session, normal[1])) == base  # type: ignore[arg-type]
+    assert _position(normal[1]) == base
+    assert _position(normal[0]) is None  # running: no position
+
+
+def test_insert_reports_the_position_it_joins_at() -> None:
+    before = _new()
+    base = _position(before)
+    assert base is not None
+
+    async def insert(priority: int) -> int | None:
+        try:
+            async with connection() as conn:
+                view = await request_queries.insert(
+                    conn,
+                    request_id=uuid.uuid4(),
+                    app_id="test/store",
+                    payload=PAYLOAD,
+                    priority=priority,
+                    queued_at=utcnow(),
+                )
+            return view.queue_position
+        finally:
+            await close_pool()
+
+    assert asyncio.run(insert(Priority.NORMAL.value)) == base + 1
+    # A low-priority request queues behind every normal one, this test's included.
+    assert asyncio.run(insert(Priority.LOW.value)) >= base + 2  # type: ignore[operator]
 
 
 def test_cancel_outcomes() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import uuid
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,9 @@ from api.app_ids import AppId
 from api.status_view import RequestUrls, status_body
 from core import failures
 from core.config import Settings
-from core.models import RequestRow, Status
+from core.models import Status
+from core.request_queries import RequestView
+from core.request_store import utcnow
 from tests.service.images import huge_png, noise_png
 from worker.address_guard import check_address, is_public, resolve_checked
 from worker.fetch import FetchLimits, fetch_input
@@ -132,8 +135,17 @@ def test_probe_image() -> None:
         probe_image(huge_png(), max_pixels=4_000_000)
 
 
-def _row(status: Status, **values: object) -> RequestRow:
-    return RequestRow(id=uuid.uuid4(), status=status.value, logs=[], **values)
+def _row(status: Status, **values: Any) -> RequestView:
+    return RequestView(
+        id=uuid.uuid4(),
+        app_id="fal-ai/live-portrait/image",
+        status=status.value,
+        priority=0,
+        owner_key_id=None,
+        queued_at=utcnow(),
+        logs=[],
+        **values,
+    )
 
 
 def test_status_bodies_carry_the_keys_the_clients_need() -> None:

@@ -1,0 +1,116 @@
+"""The API's reads and inserts of request rows, as single SQL statements over asyncpg.
+
+A status poll is one round trip (row and queue position together), a submit is one INSERT whose
+statement also counts the requests ahead. Every state change after the insert belongs to the
+workers and the reconciler (core.request_store).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from core.db_async import fetch_with_retry
+from core.models import Status
+
+# Waiting requests that run before the one named by {p} (priority), {q} (queued_at), {i} (id):
+# higher priority (lower number) first, then older first. The extra `queued_at <= {q}` lets the
+# partial index requests_waiting_order bound the scan of the request's own priority.
+_AHEAD = """(SELECT count(*) FROM requests w
+    WHERE w.status = 'IN_QUEUE'
+      AND (w.priority < {p}
+           OR (w.priority = {p} AND w.queued_at <= {q} AND (w.queued_at, w.id) < ({q}, {i}))))"""
+
+_INSERT = f"""
+WITH ins AS (
+    INSERT INTO requests (id, app_id, status, priority, input, webhook_url, start_deadline,
+                          owner_key_id, retention_s, queued_at, logs)
+    VALUES ($1, $2, 'IN_QUEUE', $3, $4, $5, $6, $7, $8, $9, '[]'::jsonb)
+    RETURNING id
+)
+SELECT {_AHEAD.format(p="$3", q="$9", i="$1")} AS queue_position FROM ins
+"""
+
+_COLUMNS = (
+    "id, app_id, status, priority, owner_key_id, queued_at, metrics, output, error, error_type,"
+    " error_status, error_body, expired_at"
+)
+
+_FETCH = f"""
+SELECT {_COLUMNS},
+       CASE WHEN $2 THEN r.logs END AS logs,
+       CASE WHEN r.status = 'IN_QUEUE'
+            THEN {_AHEAD.format(p="r.priority", q="r.queued_at", i="r.id")} END AS queue_position
+FROM requests r WHERE r.id = $1
+"""
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """What the API shows of a request row (logs only when they were asked for)."""
+
+    id: uuid.UUID
+    app_id: str
+    status: str
+    priority: int
+    owner_key_id: str | None
+    queued_at: datetime
+    queue_position: int | None = None
+    logs: list[dict[str, Any]] | None = None
+    metrics: dict[str, Any] | None = None
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    error_status: int | None = None
+    error_body: dict[str, Any] | None = None
+    expired_at: datetime | None = None
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    *,
+    request_id: uuid.UUID,
+    app_id: str,
+    payload: dict[str, Any],
+    priority: int,
+    queued_at: datetime,
+    webhook_url: str | None = None,
+    start_deadline: datetime | None = None,
+    owner_key_id: str | None = None,
+    retention_s: int | None = None,
+) -> RequestView:
+    position = await conn.fetchval(
+        _INSERT,
+        request_id,
+        app_id,
+        priority,
+        payload,
+        webhook_url,
+        start_deadline,
+        owner_key_id,
+        retention_s,
+        queued_at,
+    )
+    return RequestView(
+        id=request_id,
+        app_id=app_id,
+        status=Status.IN_QUEUE.value,
+        priority=priority,
+        owner_key_id=owner_key_id,
+        queued_at=queued_at,
+        queue_position=int(position),
+        logs=[],
+    )
+
+
+async def fetch(request_id: uuid.UUID, *, with_logs: bool) -> RequestView | None:
+    record = await fetch_with_retry(_FETCH, request_id, with_logs)
+    if record is None:
+        return None
+    values = dict(record.items())
+    position = values.pop("queue_position")
+    return RequestView(**values, queue_position=None if position is None else int(position))
