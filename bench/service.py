@@ -177,25 +177,46 @@ def main() -> None:
                            status_errors=load.errors)  # fmt: skip
             purge(env)
 
-            # queue overhead, with the narrow engine so that the edit itself is short
+            # queue overhead, with the narrow engine so that the edit itself is short. Overhead is
+            # what a client waits beyond the engine's own work: submit until it sees COMPLETED,
+            # less metrics.inference_time (the engine's time: decoding, detection, crop, networks,
+            # paste-back; not fetching the input, encoding or storing the output, nor queue and
+            # database bookkeeping). The row's timestamps split it into submit -> worker start
+            # (queued_at -> started_at), the worker's own share (started_at -> finished_at less
+            # inference_time) and the rest (the submit call before queued_at, and from finished_at
+            # the completing commit and the poll that sees it).
             tiny_env = {**env, "WEIGHTS_DIR": str(weights_for("tiny", tmp)), "ENGINE_ARCH": "tiny"}
             queues = f"{env['QUEUE_NAME']}.normal,{env['QUEUE_NAME']}.low"
             worker = start_worker(tiny_env, logs, "overhead", queues)
-            overheads, start_waits = [], []
+            samples: dict[str, tuple[float, float]] = {}  # request id -> (client ms, engine ms)
             with httpx.Client(timeout=30) as client:
                 wait_done(client, base, submit(client, base, payload))  # warm-up: model load, caches
                 print(f"queue overhead: {args.overhead_samples} sequential requests ...", flush=True)
                 for _ in range(args.overhead_samples):
                     t0 = time.perf_counter()
-                    status = wait_done(client, base, submit(client, base, payload))
+                    rid = submit(client, base, payload)
+                    status = wait_done(client, base, rid)
                     total_ms = (time.perf_counter() - t0) * 1000
-                    overheads.append(total_ms - 1000 * float(status["metrics"]["inference_time"]))
-                start_waits = started_minus_queued_ms(env)
+                    samples[rid] = (total_ms, 1000 * float(status["metrics"]["inference_time"]))
             worker.stop()
+            spans = started_minus_queued_ms(env, list(samples))
+            overheads = [total - engine for total, engine in samples.values()]
+            start_waits = [spans[rid][0] for rid in samples]
+            in_worker = [spans[rid][1] - engine for rid, (_, engine) in samples.items()]
+            rest = [total - sum(spans[rid]) for rid, (total, _) in samples.items()]
+            print(
+                f"  overhead p50 {statistics.median(overheads):.1f} ms: submit -> worker start "
+                f"{statistics.median(start_waits):.1f}, in the worker {statistics.median(in_worker):.1f}, "
+                f"submit call + commit + poll {statistics.median(rest):.1f}",
+                flush=True,
+            )
             results.update(
                 queue_overhead_p50_ms=statistics.median(overheads),
                 queue_overhead_p99_ms=percentile(overheads, 0.99),
                 start_wait_p50_ms=statistics.median(start_waits),
+                worker_overhead_p50_ms=statistics.median(in_worker),
+                worker_overhead_p99_ms=percentile(in_worker, 0.99),
+                submit_and_poll_p50_ms=statistics.median(rest),
             )
             purge(env)
 
@@ -232,19 +253,22 @@ def main() -> None:
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
-def started_minus_queued_ms(env: dict[str, str]) -> list[float]:
-    from sqlalchemy import create_engine, text
+def started_minus_queued_ms(env: dict[str, str], request_ids: list[str]) -> dict[str, tuple[float, float]]:
+    """Per request: (started_at - queued_at, finished_at - started_at) in milliseconds."""
+    from sqlalchemy import bindparam, create_engine, text
 
     engine = create_engine(env["DATABASE_URL"])
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT extract(epoch FROM started_at - queued_at) * 1000"
-                " FROM requests WHERE started_at IS NOT NULL"
-            )
+                "SELECT id, extract(epoch FROM started_at - queued_at) * 1000,"
+                " extract(epoch FROM finished_at - started_at) * 1000"
+                " FROM requests WHERE id IN :ids"
+            ).bindparams(bindparam("ids", expanding=True)),
+            {"ids": [uuid.UUID(rid) for rid in request_ids]},
         ).all()
     engine.dispose()
-    return [float(r[0]) for r in rows]
+    return {str(r[0]): (float(r[1]), float(r[2])) for r in rows}
 
 
 def report(r: dict) -> None:

@@ -7,9 +7,10 @@ import enum
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, tuple_, update
+from sqlalchemy import Row, Update, and_, bindparam, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -17,6 +18,12 @@ from core import webhook_outbox
 from core.config import get_settings
 from core.failures import Failure
 from core.models import RequestRow, Status
+
+# The worker's statements (claim, renewal, completion) run once or more per request on every
+# worker, so they are built once, with bound parameters, and run on the table rather than through
+# the ORM: building a statement and the ORM's bookkeeping cost more than the round trip itself.
+_requests = RequestRow.__table__
+_c = _requests.c
 
 
 def utcnow() -> datetime:
@@ -66,120 +73,134 @@ def get(session: Session, request_id: uuid.UUID) -> RequestRow | None:
     return session.get(RequestRow, request_id)
 
 
-def queue_position(session: Session, row: RequestRow) -> int:
-    """Waiting requests that run before this one: higher priority first, then older first."""
-    ahead = (
-        select(func.count())
-        .select_from(RequestRow)
-        .where(
-            RequestRow.status == Status.IN_QUEUE.value,
-            or_(
-                RequestRow.priority < row.priority,
-                and_(
-                    RequestRow.priority == row.priority,
-                    tuple_(RequestRow.queued_at, RequestRow.id) < tuple_(row.queued_at, row.id),
-                ),
-            ),
-        )
-    )
-    return int(session.execute(ahead).scalar_one())
-
-
-def mark_published(session: Session, request_id: uuid.UUID) -> None:
+def mark_published(session: Session, request_ids: list[uuid.UUID]) -> None:
     session.execute(
         update(RequestRow)
-        .where(RequestRow.id == request_id, RequestRow.status == Status.IN_QUEUE.value)
+        .where(RequestRow.id.in_(request_ids), RequestRow.status == Status.IN_QUEUE.value)
         .values(published_at=utcnow())
     )
 
 
 def claim(
     session: Session, request_id: uuid.UUID, *, worker: str, lease_s: int, max_attempts: int | None = None
-) -> RequestRow | None:
-    """Take the request for this worker, or None if someone else has it or it is finished.
+) -> Row[Any] | None:
+    """Take the request for this worker, or None if someone else has it or it is finished; the
+    claimed row's columns are returned (attribute access, like a RequestRow).
 
     A running request whose lease ran out (its worker died) can be claimed again; `attempts` is
     the fencing token that keeps the old worker from completing it afterwards. A request that
     has used `max_attempts` runs is never claimed again (`give_up_expired` fails it), so
     `attempts` counts real runs even when a redelivered message races the reconciler.
     """
-    now = utcnow()
-    limit = (RequestRow.attempts < max_attempts,) if max_attempts is not None else ()
-    stmt = (
-        update(RequestRow)
+    params = {"request_id": request_id, "max_attempts": max_attempts, **_claim_params(worker, lease_s)}
+    return session.execute(_claim_statement(max_attempts is not None), params).one_or_none()
+
+
+@lru_cache(maxsize=2)
+def _claim_statement(limited: bool) -> Update:
+    limit = (_c.attempts < bindparam("max_attempts"),) if limited else ()
+    return (
+        update(_requests)
         .where(
-            RequestRow.id == request_id,
+            _c.id == bindparam("request_id"),
             *limit,
             or_(
-                RequestRow.status == Status.IN_QUEUE.value,
-                and_(
-                    RequestRow.status == Status.IN_PROGRESS.value,
-                    RequestRow.lease_expires_at < now,
-                ),
+                _c.status == Status.IN_QUEUE.value,
+                and_(_c.status == Status.IN_PROGRESS.value, _c.lease_expires_at < bindparam("claimed_at")),
             ),
         )
-        .values(**_claimed(worker, lease_s))
-        .returning(RequestRow)
+        .values(**_claimed())
+        .returning(*_c)
     )
-    return session.execute(stmt).scalar_one_or_none()
 
 
-def _claimed(worker: str, lease_s: int) -> dict[str, Any]:
-    """The columns a claim sets: running, by this worker, one more attempt, a fresh lease."""
-    now = utcnow()
+def _claimed() -> dict[str, Any]:
+    """The columns a claim sets: running, by this worker, one more attempt, a fresh lease (the
+    values bound by `_claim_params`)."""
     return {
         "status": Status.IN_PROGRESS.value,
-        "started_at": now,
-        "worker": worker,
-        "attempts": RequestRow.attempts + 1,
-        "lease_expires_at": now + timedelta(seconds=lease_s),
+        "started_at": bindparam("claimed_at"),
+        "worker": bindparam("claimed_by"),
+        "attempts": _c.attempts + 1,
+        "lease_expires_at": bindparam("lease_until"),
     }
+
+
+def _claim_params(worker: str, lease_s: int) -> dict[str, Any]:
+    now = utcnow()
+    return {"claimed_at": now, "claimed_by": worker, "lease_until": now + timedelta(seconds=lease_s)}
 
 
 def claim_waiting(
     session: Session, *, worker: str, lease_s: int, max_attempts: int, limit: int
-) -> list[RequestRow]:
+) -> list[Row[Any]]:
     """Claim up to `limit` waiting requests, highest priority then oldest first, skipping rows
     that other workers are claiming at this moment (their messages then find nothing to run)."""
     waiting = (
-        select(RequestRow.id)
-        .where(RequestRow.status == Status.IN_QUEUE.value, RequestRow.attempts < max_attempts)
-        .order_by(RequestRow.priority, RequestRow.queued_at, RequestRow.id)
+        select(_c.id)
+        .where(_c.status == Status.IN_QUEUE.value, _c.attempts < max_attempts)
+        .order_by(_c.priority, _c.queued_at, _c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     stmt = (
-        update(RequestRow)
-        .where(RequestRow.id.in_(waiting.scalar_subquery()), RequestRow.status == Status.IN_QUEUE.value)
-        .values(**_claimed(worker, lease_s))
-        .returning(RequestRow)
-        .execution_options(synchronize_session=False)
+        update(_requests)
+        .where(_c.id.in_(waiting.scalar_subquery()), _c.status == Status.IN_QUEUE.value)
+        .values(**_claimed())
+        .returning(*_c)
     )
-    return list(session.execute(stmt).scalars())
+    return list(session.execute(stmt, _claim_params(worker, lease_s)).all())
 
 
-def renew_lease(session: Session, request_id: uuid.UUID, attempt: int, *, lease_s: int) -> bool | None:
-    """Extend the lease; returns whether cancellation was requested, None if the claim was lost."""
-    stmt = (
-        update(RequestRow)
+def renew_lease(
+    session: Session,
+    request_id: uuid.UUID,
+    attempt: int,
+    *,
+    lease_s: int,
+    logs: list[dict[str, Any]] | None = None,
+) -> bool | None:
+    """Extend the lease, appending `logs` if any (a worker's buffered lines ride along with its
+    renewals); returns whether cancellation was requested, None if the claim was lost (and then
+    nothing is written)."""
+    params: dict[str, Any] = {
+        "request_id": request_id,
+        "attempt": attempt,
+        "lease_until": utcnow() + timedelta(seconds=lease_s),
+        "new_logs": logs or [],
+    }
+    return session.execute(_renew_statement(bool(logs)), params).scalar_one_or_none()
+
+
+@lru_cache(maxsize=2)
+def _renew_statement(with_logs: bool) -> Update:
+    values: dict[str, Any] = {"lease_expires_at": bindparam("lease_until")}
+    if with_logs:
+        values["logs"] = _appended_param()
+    return (
+        update(_requests)
         .where(
-            RequestRow.id == request_id,
-            RequestRow.status == Status.IN_PROGRESS.value,
-            RequestRow.attempts == attempt,
+            _c.id == bindparam("request_id"),
+            _c.status == Status.IN_PROGRESS.value,
+            _c.attempts == bindparam("attempt"),
         )
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-        .returning(RequestRow.cancel_requested)
+        .values(**values)
+        .returning(_c.cancel_requested)
     )
-    return session.execute(stmt).scalar_one_or_none()
+
+
+def _appended_param() -> Any:
+    """The logs column with the bound list `new_logs` appended."""
+    return _c.logs.op("||", return_type=JSONB)(bindparam("new_logs", type_=JSONB))
+
+
+def _appended(entries: list[dict[str, Any]]) -> Any:
+    # JSONB concatenation appends in place, so concurrent readers always see a prefix.
+    return RequestRow.logs.op("||", return_type=JSONB)(literal(entries, JSONB))
 
 
 def append_logs(session: Session, request_id: uuid.UUID, entries: list[dict[str, Any]]) -> None:
-    # JSONB concatenation appends in place, so concurrent readers always see a prefix.
-    session.execute(
-        update(RequestRow)
-        .where(RequestRow.id == request_id)
-        .values(logs=RequestRow.logs.op("||", return_type=JSONB)(literal(entries, JSONB)))
-    )
+    session.execute(update(RequestRow).where(RequestRow.id == request_id).values(logs=_appended(entries)))
 
 
 def complete_ok(
@@ -189,13 +210,39 @@ def complete_ok(
     *,
     output: dict[str, Any],
     metrics: dict[str, Any],
+    logs: list[dict[str, Any]] | None = None,
 ) -> bool:
-    return _finish(
-        session,
-        request_id,
-        (RequestRow.attempts == attempt, RequestRow.status == Status.IN_PROGRESS.value),
-        output=output,
-        metrics=metrics,
+    """Complete the request with its result, if this claim (`attempt`) still holds it; `logs`,
+    the worker's last buffered lines, are appended by the same statement."""
+    params = {
+        "request_id": request_id,
+        "attempt": attempt,
+        "finished_at": utcnow(),
+        "new_output": output,
+        "new_metrics": metrics,
+        "new_logs": logs or [],
+    }
+    return _finished(session, session.execute(_complete_ok_statement(), params).one_or_none())
+
+
+@lru_cache(maxsize=1)
+def _complete_ok_statement() -> Update:
+    return (
+        update(_requests)
+        .where(
+            _c.id == bindparam("request_id"),
+            _c.attempts == bindparam("attempt"),
+            _c.status == Status.IN_PROGRESS.value,
+        )
+        .values(
+            status=Status.COMPLETED.value,
+            finished_at=bindparam("finished_at"),
+            lease_expires_at=None,
+            output=bindparam("new_output"),
+            metrics=bindparam("new_metrics"),
+            logs=_appended_param(),
+        )
+        .returning(*(_c[column.key] for column in webhook_outbox.COMPLETION_COLUMNS))
     )
 
 
@@ -206,8 +253,10 @@ def complete_failed(
     *,
     attempt: int | None = None,
     metrics: dict[str, Any] | None = None,
+    logs: list[dict[str, Any]] | None = None,
 ) -> bool:
-    """Fail the request; with `attempt`, only if that claim still holds it."""
+    """Fail the request; with `attempt`, only if that claim still holds it. `logs` are appended
+    by the same statement."""
     conditions: tuple[Any, ...] = (RequestRow.status != Status.COMPLETED.value,)
     if attempt is not None:
         # The claim must still hold it: a request the reconciler put back in the queue (its lease
@@ -226,7 +275,12 @@ def complete_failed(
         error_status=failure.status_code,
         error_body=failure.body,
         metrics=metrics,
+        **_with_logs(logs),
     )
+
+
+def _with_logs(logs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    return {"logs": _appended(logs)} if logs else {}
 
 
 def _finish(session: Session, request_id: uuid.UUID, conditions: tuple[Any, ...], **values: Any) -> bool:
@@ -237,7 +291,12 @@ def _finish(session: Session, request_id: uuid.UUID, conditions: tuple[Any, ...]
         .values(status=Status.COMPLETED.value, finished_at=utcnow(), lease_expires_at=None, **values)
         .returning(*webhook_outbox.COMPLETION_COLUMNS)
     )
-    done = session.execute(stmt).one_or_none()
+    return _finished(session, session.execute(stmt).one_or_none())
+
+
+def _finished(session: Session, done: Any) -> bool:
+    """After a completing UPDATE (`done`: its RETURNING row of COMPLETION_COLUMNS, or None if
+    it matched nothing): the webhook delivery, if any, joins the same transaction."""
     if done is None:
         return False
     if done.webhook_url:

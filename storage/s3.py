@@ -13,9 +13,21 @@ from botocore.exceptions import ClientError
 from core.config import Settings, get_settings
 from storage.file_urls import key_from_service_path
 
+# Bodies up to this size are sent without `Expect: 100-continue`. botocore asks for it on every
+# upload, which costs a round trip before the body; it only spares sending a large body that the
+# server would refuse, and these bodies are already in memory (results, small uploads).
+NO_CONTINUE_MAX_BYTES = 16 * 1024 * 1024
+
 
 class ObjectTooLarge(Exception):
     pass
+
+
+def _skip_continue(request: Any, **_: Any) -> None:
+    """botocore `before-send` hook for PutObject (the header is not signed, so dropping it is safe)."""
+    length = request.headers.get("Content-Length")
+    if length is not None and int(length) <= NO_CONTINUE_MAX_BYTES:
+        request.headers.pop("Expect", None)
 
 
 class ObjectStore:
@@ -27,6 +39,7 @@ class ObjectStore:
         self._create_bucket = settings.s3_create_bucket
         self._presign_endpoint = settings.s3_presign_endpoint_url.rstrip("/")
         self._client: Any = _client(settings, settings.s3_endpoint_url or None)
+        self._client.meta.events.register("before-send.s3.PutObject", _skip_continue)
         self._signer: Any = (
             _client(settings, self._presign_endpoint) if self._presign_endpoint else self._client
         )

@@ -89,18 +89,34 @@ def _failure_for(exc: BaseException, row: Any) -> Failure:
 def _report_failure(row: Any, ctx: RunContext, exc: BaseException, started: float) -> None:
     failure = _failure_for(exc, row)
     ctx.log(f"failed: {failure.message}", "ERROR")
-    _fail(row.id, failure, row.attempts, {"inference_time": round(time.monotonic() - started, 4)})
+    metrics = {"inference_time": round(time.monotonic() - started, 4)}
+    _fail(row.id, failure, row.attempts, metrics, logs=ctx.close())
 
 
-def _record(row: Any, output: dict[str, Any], metrics: dict[str, Any], settings: Settings) -> None:
+def _record(
+    row: Any, output: dict[str, Any], metrics: dict[str, Any], logs: list[dict[str, Any]], settings: Settings
+) -> None:
     # The edit is done: keep trying to record it through a database restart rather than let the
     # lease expire and the whole edit run again.
     if not retry_unavailable(
-        lambda: _complete(row.id, row.attempts, output, metrics),
+        lambda: _complete(row.id, row.attempts, output, metrics, logs),
         for_s=settings.db_retry_s,
         what=f"the result of {row.id}",
     ):
         log.warning("request %s was taken over before it completed here", row.id)
+
+
+def engine_seconds(result: EditResult, callback_s: float, encoded_before_s: float = 0.0) -> float:
+    """The engine's own time for an edit: fal's `metrics.inference_time`.
+
+    Everything Engine.edit did (decoding the input, detection, crop, the networks, paste-back),
+    less the PNG/JPEG encoding of the output (delivery, like storing it) and less the time spent
+    in this worker's log and cancellation callbacks (bookkeeping). In a batch, an item's total
+    also ran the encodings of the items finished before it (`encoded_before_s`).
+    """
+    total = float(result.timings.get("total", sum(result.timings.values())))
+    encode = float(result.timings.get("encode", 0.0))
+    return max(0.0, total - encode - encoded_before_s - callback_s)
 
 
 def _run_one(row: Any, settings: Settings) -> None:
@@ -109,15 +125,17 @@ def _run_one(row: Any, settings: Settings) -> None:
         try:
             data, params = _fetch(row.input, ctx, settings)
             engine = engine_runtime.get(settings)
+            callbacks_before = ctx.callback_s
             result = engine.edit(
                 data, params, log=ctx.log, check=ctx.check, max_pixels=settings.max_input_pixels
             )
+            engine_s = engine_seconds(result, ctx.callback_s - callbacks_before)
             ctx.check()
-            output, metrics = _store(result, ctx)
+            output, metrics = _store(result, engine_s, ctx)
         except Exception as exc:
             _report_failure(row, ctx, exc, started)
             return
-        _record(row, output, metrics, settings)
+        _record(row, output, metrics, ctx.close(), settings)  # the last lines complete with it
 
 
 def _run_batch(rows: list[Any], settings: Settings) -> None:
@@ -136,22 +154,26 @@ def _run_batch(rows: list[Any], settings: Settings) -> None:
             return
         for _, ctx, _, _ in jobs:
             ctx.log(f"running in a batch of {len(jobs)}")
+        callbacks_before = [ctx.callback_s for _, ctx, _, _ in jobs]
         try:
             engine = engine_runtime.get(settings)
             items = [BatchItem(data, params, log=ctx.log, check=ctx.check) for _, ctx, data, params in jobs]
             outcomes: list[Any] = engine.edit_batch(items, max_pixels=settings.max_input_pixels)
         except Exception as exc:  # the shared pass itself failed (a time limit, out of memory)
             outcomes = [exc] * len(jobs)
-        for (row, ctx, _, _), outcome in zip(jobs, outcomes, strict=True):
+        encoded_before = 0.0  # the engine encodes the items in order, each within the next's total
+        for (row, ctx, _, _), outcome, before in zip(jobs, outcomes, callbacks_before, strict=True):
             try:
                 if isinstance(outcome, BaseException):
                     raise outcome
+                engine_s = engine_seconds(outcome, ctx.callback_s - before, encoded_before)
+                encoded_before += float(outcome.timings.get("encode", 0.0))
                 ctx.check()
-                output, metrics = _store(outcome, ctx)
+                output, metrics = _store(outcome, engine_s, ctx)
             except Exception as exc:
                 _report_failure(row, ctx, exc, started)
                 continue
-            _record(row, output, metrics, settings)
+            _record(row, output, metrics, ctx.close(), settings)
 
 
 def _claim_more(settings: Settings, limit: int) -> list[Any]:
@@ -193,9 +215,15 @@ def _give_up(request_id: uuid.UUID, settings: Settings) -> bool:
         return give_up_expired(session, request_id, failure, max_attempts=settings.max_attempts)
 
 
-def _complete(request_id: uuid.UUID, attempt: int, output: dict[str, Any], metrics: dict[str, Any]) -> bool:
+def _complete(
+    request_id: uuid.UUID,
+    attempt: int,
+    output: dict[str, Any],
+    metrics: dict[str, Any],
+    logs: list[dict[str, Any]],
+) -> bool:
     with session_scope() as session:
-        return complete_ok(session, request_id, attempt, output=output, metrics=metrics)
+        return complete_ok(session, request_id, attempt, output=output, metrics=metrics, logs=logs)
 
 
 def _refuse_before_start(start_deadline: Any, cancel_requested: bool) -> Failure | None:
@@ -207,11 +235,16 @@ def _refuse_before_start(start_deadline: Any, cancel_requested: bool) -> Failure
 
 
 def _fail(
-    request_id: uuid.UUID, failure: Failure, attempt: int, metrics: dict[str, Any] | None = None
+    request_id: uuid.UUID,
+    failure: Failure,
+    attempt: int,
+    metrics: dict[str, Any] | None = None,
+    *,
+    logs: list[dict[str, Any]] | None = None,
 ) -> None:
     def write() -> bool:
         with session_scope() as session:
-            return complete_failed(session, request_id, failure, attempt=attempt, metrics=metrics)
+            return complete_failed(session, request_id, failure, attempt=attempt, metrics=metrics, logs=logs)
 
     retry_unavailable(write, for_s=get_settings().db_retry_s, what=f"the failure of {request_id}")
 
@@ -226,7 +259,7 @@ def _fetch(payload: dict[str, Any], ctx: RunContext, settings: Settings) -> tupl
     return data, params
 
 
-def _store(result: EditResult, ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
+def _store(result: EditResult, engine_s: float, ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
     store = get_store()
     extension = _EXTENSIONS.get(result.content_type, "bin")
     file_name = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(12)) + f".{extension}"
@@ -244,7 +277,6 @@ def _store(result: EditResult, ctx: RunContext) -> tuple[dict[str, Any], dict[st
             "height": result.height,
         }
     }
-    total = result.timings.get("total", sum(result.timings.values()))
     # Per-stage seconds ride along in the row for /metrics' engine stage histograms; the status
     # endpoint shows clients only fal's `inference_time` (api/status_view.py).
     stages = {
@@ -252,7 +284,7 @@ def _store(result: EditResult, ctx: RunContext) -> tuple[dict[str, Any], dict[st
         for name, value in result.timings.items()
         if name not in ("total", "batch_size")
     }
-    metrics = {"inference_time": round(float(total), 4), "stages": stages}
+    metrics = {"inference_time": round(engine_s, 4), "stages": stages}
     if "batch_size" in result.timings:
         metrics["batch_size"] = int(result.timings["batch_size"])
     return output, metrics
