@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     api_db_connect_timeout_s: float = Field(5.0, gt=0)
     api_db_acquire_timeout_s: float = Field(10.0, gt=0)
     api_db_command_timeout_s: float = Field(30.0, gt=0)
+    # Queue positions are counted exactly up to this many requests ahead; beyond, they come from
+    # an ordered read of the waiting rows shared by the API process for QUEUE_POSITION_REFRESH_S
+    # (core/position_board.py), so that a long queue does not make every status poll expensive.
+    queue_position_exact_up_to: int = Field(1000, ge=1)
+    queue_position_refresh_s: float = Field(1.0, gt=0)
 
     # --- queue and workers ---------------------------------------------------------------
     queue_name: str = "portrait"

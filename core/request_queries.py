@@ -14,16 +14,20 @@ from typing import Any
 
 import asyncpg
 
+from core.config import get_settings
 from core.db_async import fetch_with_retry
 from core.models import Status
+from core.position_board import board
 
 # Waiting requests that run before the one named by {p} (priority), {q} (queued_at), {i} (id):
-# higher priority (lower number) first, then older first. The extra `queued_at <= {q}` lets the
-# partial index requests_waiting_order bound the scan of the request's own priority.
-_AHEAD = """(SELECT count(*) FROM requests w
+# higher priority (lower number) first, then older first; counted up to {cap} at most (beyond,
+# core.position_board answers). The extra `queued_at <= {q}` lets the partial index
+# requests_waiting_order bound the scan of the request's own priority.
+_AHEAD = """(SELECT count(*) FROM (SELECT 1 FROM requests w
     WHERE w.status = 'IN_QUEUE'
       AND (w.priority < {p}
-           OR (w.priority = {p} AND w.queued_at <= {q} AND (w.queued_at, w.id) < ({q}, {i}))))"""
+           OR (w.priority = {p} AND w.queued_at <= {q} AND (w.queued_at, w.id) < ({q}, {i})))
+    LIMIT {cap}) ahead)"""
 
 _INSERT = f"""
 WITH ins AS (
@@ -32,7 +36,7 @@ WITH ins AS (
     VALUES ($1, $2, 'IN_QUEUE', $3, $4, $5, $6, $7, $8, $9, '[]'::jsonb)
     RETURNING id
 )
-SELECT {_AHEAD.format(p="$3", q="$9", i="$1")} AS queue_position FROM ins
+SELECT {_AHEAD.format(p="$3", q="$9", i="$1", cap="$10")} AS queue_position FROM ins
 """
 
 _COLUMNS = (
@@ -44,7 +48,7 @@ _FETCH = f"""
 SELECT {_COLUMNS},
        CASE WHEN $2 THEN r.logs END AS logs,
        CASE WHEN r.status = 'IN_QUEUE'
-            THEN {_AHEAD.format(p="r.priority", q="r.queued_at", i="r.id")} END AS queue_position
+            THEN {_AHEAD.format(p="r.priority", q="r.queued_at", i="r.id", cap="$3")} END AS queue_position
 FROM requests r WHERE r.id = $1
 """
 
@@ -83,6 +87,7 @@ async def insert(
     owner_key_id: str | None = None,
     retention_s: int | None = None,
 ) -> RequestView:
+    cap = get_settings().queue_position_exact_up_to
     position = await conn.fetchval(
         _INSERT,
         request_id,
@@ -94,6 +99,7 @@ async def insert(
         owner_key_id,
         retention_s,
         queued_at,
+        cap,
     )
     return RequestView(
         id=request_id,
@@ -102,15 +108,26 @@ async def insert(
         priority=priority,
         owner_key_id=owner_key_id,
         queued_at=queued_at,
-        queue_position=int(position),
+        queue_position=await _exact_or_board(position, cap, priority, queued_at, request_id),
         logs=[],
     )
 
 
 async def fetch(request_id: uuid.UUID, *, with_logs: bool) -> RequestView | None:
-    record = await fetch_with_retry(_FETCH, request_id, with_logs)
+    cap = get_settings().queue_position_exact_up_to
+    record = await fetch_with_retry(_FETCH, request_id, with_logs, cap)
     if record is None:
         return None
     values = dict(record.items())
     position = values.pop("queue_position")
-    return RequestView(**values, queue_position=None if position is None else int(position))
+    if position is not None:
+        position = await _exact_or_board(position, cap, values["priority"], values["queued_at"], request_id)
+    return RequestView(**values, queue_position=position)
+
+
+async def _exact_or_board(
+    counted: int, cap: int, priority: int, queued_at: datetime, request_id: uuid.UUID
+) -> int:
+    if counted < cap:
+        return int(counted)
+    return await board.position(priority, queued_at, request_id, at_least=cap)

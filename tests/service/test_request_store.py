@@ -126,6 +126,32 @@ def test_insert_reports_the_position_it_joins_at() -> None:
     assert asyncio.run(insert(Priority.LOW.value)) >= base + 2  # type: ignore[operator]
 
 
+def test_positions_beyond_the_exact_count_come_from_the_board(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.service.settings_reset import reset_cached_settings
+
+    rows = [_new() for _ in range(5)]
+    exact = [_position(rid) for rid in rows]  # counted: far fewer than 1000 wait in these tests
+
+    def capped(refresh_s: str) -> None:
+        monkeypatch.setenv("QUEUE_POSITION_EXACT_UP_TO", "2")
+        monkeypatch.setenv("QUEUE_POSITION_REFRESH_S", refresh_s)
+        reset_cached_settings()
+
+    try:
+        capped("0.001")  # a fresh read of the waiting rows for every call
+        assert [_position(rid) for rid in rows] == exact
+        capped("600")  # one read, kept: a request that starts does not move the others
+        assert _position(rows[4]) == exact[4]
+        with session_scope() as session:
+            claim(session, rows[0], worker="w", lease_s=60)
+        assert _position(rows[4]) == exact[4]
+        capped("0.001")
+        assert _position(rows[4]) == exact[4] - 1
+    finally:
+        monkeypatch.undo()
+        reset_cached_settings()
+
+
 def test_cancel_outcomes() -> None:
     waiting, running = _new(), _new()
     with session_scope() as session:
