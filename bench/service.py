@@ -14,7 +14,7 @@ workers, then measures:
 Writes bench/results.json.
 
     python bench/service.py [--engine full|tiny] [--seconds 5] [--concurrency 32] [--submit-rate 500]
-        [--api-workers 1]
+        [--repeat 3] [--api-workers 1]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import percentile, run_load  # noqa: E402
+from bench.loadgen import LoadResult, percentile, run_load  # noqa: E402
 from stack.servers import LocalStack  # noqa: E402
 from tests.service.processes import Child, start_api, start_worker  # noqa: E402
 
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument("--submit-rate", type=float, default=500.0, help="open-loop rate for submit latency")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each API load; medians are reported")
     parser.add_argument("--overhead-samples", type=int, default=30)
     parser.add_argument("--edits-per-worker", type=int, default=2)
     args = parser.parse_args()
@@ -155,28 +157,44 @@ def main() -> None:
         payload = {"image_url": image_url, "smile": 0.5, **extra}
         try:
             body = json.dumps(payload).encode()
-            print(f"submit: {args.concurrency} connections for {args.seconds:.0f} s ...", flush=True)
-            load = run_load(f"{base}/{APP}", method="POST", body=body, concurrency=args.concurrency,
-                            seconds=args.seconds)  # fmt: skip
+            status_path = f"{APP.rsplit('/', 1)[0]}/requests/{{rid}}/status"
+
+            def submit_saturated() -> LoadResult:
+                return run_load(f"{base}/{APP}", method="POST", body=body, concurrency=args.concurrency,
+                                seconds=args.seconds)  # fmt: skip
+
+            def submit_at_rate() -> LoadResult:
+                # Latency as clients see it at the target load: open loop, a request every 1/rate s.
+                return run_load(f"{base}/{APP}", method="POST", body=body, concurrency=4 * args.concurrency,
+                                seconds=args.seconds, rate=args.submit_rate)  # fmt: skip
+
+            def status_polls() -> LoadResult:
+                with httpx.Client(timeout=30) as client:
+                    rid = submit(client, base, payload)
+                return run_load(f"{base}/{status_path.format(rid=rid)}", concurrency=args.concurrency,
+                                seconds=args.seconds)  # fmt: skip
+
+            print(
+                f"submit: {args.concurrency} connections, {args.repeat} x {args.seconds:.0f} s ...",
+                flush=True,
+            )
+            load = median_of(args.repeat, submit_saturated, lambda: purge(env))
             results.update(submit_rps=load.rps, submit_saturated_p50_ms=load.p50_ms,
                            submit_saturated_p99_ms=load.p99_ms, submit_errors=load.errors)  # fmt: skip
-            purge(env)
-            # Latency as clients see it at the target load: open loop, a request every 1/rate s.
-            print(f"submit: {args.submit_rate:.0f} requests/s for {args.seconds:.0f} s ...", flush=True)
-            load = run_load(f"{base}/{APP}", method="POST", body=body, concurrency=4 * args.concurrency,
-                            seconds=args.seconds, rate=args.submit_rate)  # fmt: skip
+            print(
+                f"submit: {args.submit_rate:.0f} requests/s, {args.repeat} x {args.seconds:.0f} s ...",
+                flush=True,
+            )
+            load = median_of(args.repeat, submit_at_rate, lambda: purge(env))
             results.update(submit_rate=args.submit_rate, submit_rate_rps=load.rps, submit_p50_ms=load.p50_ms,
                            submit_p99_ms=load.p99_ms, submit_rate_errors=load.errors)  # fmt: skip
-            with httpx.Client(timeout=30) as client:
-                rid = submit(client, base, payload)
-            print(f"status: {args.concurrency} connections for {args.seconds:.0f} s ...", flush=True)
-            load = run_load(
-                f"{base}/{APP.rsplit('/', 1)[0]}/requests/{rid}/status",
-                concurrency=args.concurrency, seconds=args.seconds,
-            )  # fmt: skip
+            print(
+                f"status: {args.concurrency} connections, {args.repeat} x {args.seconds:.0f} s ...",
+                flush=True,
+            )
+            load = median_of(args.repeat, status_polls, lambda: purge(env))
             results.update(status_rps=load.rps, status_p50_ms=load.p50_ms, status_p99_ms=load.p99_ms,
                            status_errors=load.errors)  # fmt: skip
-            purge(env)
 
             # Overheads with an idle worker and the narrow engine, so that the edit itself is short.
             # Queue overhead, as the issue defines it: submit until the worker starts the request
@@ -246,6 +264,24 @@ def main() -> None:
 
     report(results)
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def median_of(runs: int, measure: Callable[[], LoadResult], reset: Callable[[], None]) -> LoadResult:
+    """Each figure's median over `runs` runs (a shared machine's neighbours come and go); the
+    queue is emptied before each run, so every run starts from the same state."""
+    results = []
+    for _ in range(runs):
+        reset()
+        results.append(measure())
+    return LoadResult(
+        requests=int(statistics.median(r.requests for r in results)),
+        errors=sum(r.errors for r in results),
+        seconds=statistics.median(r.seconds for r in results),
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        statuses={},
+    )
 
 
 def run_spans(env: dict[str, str], request_ids: list[str]) -> dict[str, tuple[float, float]]:
