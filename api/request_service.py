@@ -58,7 +58,7 @@ async def submit(
         else:
             view = await request_queries.insert(conn, **values)
     background.enqueue(view.id, priority)
-    return view
+    return await request_queries.settle_position(view)
 
 
 async def load(

@@ -28,6 +28,7 @@ class LoadResult:
     rps: float
     p50_ms: float
     p99_ms: float
+    max_ms: float
     statuses: dict[int, int]
 
 
@@ -190,6 +191,7 @@ async def _drive(
         rps=len(latencies) / elapsed,
         p50_ms=statistics.median(latencies) if latencies else float("nan"),
         p99_ms=percentile(latencies, 0.99),
+        max_ms=max(latencies, default=float("nan")),
         statuses=tally.statuses,
     )
 

@@ -273,6 +273,8 @@ def median_of(runs: int, measure: Callable[[], LoadResult], reset: Callable[[], 
     for _ in range(runs):
         reset()
         results.append(measure())
+        r = results[-1]
+        print(f"  {r.rps:8.1f} req/s  p50 {r.p50_ms:6.1f}  p99 {r.p99_ms:7.1f}  max {r.max_ms:7.1f} ms", flush=True)
     return LoadResult(
         requests=int(statistics.median(r.requests for r in results)),
         errors=sum(r.errors for r in results),
@@ -280,6 +282,7 @@ def median_of(runs: int, measure: Callable[[], LoadResult], reset: Callable[[], 
         rps=statistics.median(r.rps for r in results),
         p50_ms=statistics.median(r.p50_ms for r in results),
         p99_ms=statistics.median(r.p99_ms for r in results),
+        max_ms=max(r.max_ms for r in results),
         statuses={},
     )
 

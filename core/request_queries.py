@@ -8,7 +8,7 @@ workers and the reconciler (core.request_store).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -87,6 +87,8 @@ async def insert(
     owner_key_id: str | None = None,
     retention_s: int | None = None,
 ) -> RequestView:
+    """Insert a waiting request. Its queue_position is the capped count: pass the view through
+    settle_position once the connection is back in the pool (the board may need one)."""
     cap = get_settings().queue_position_exact_up_to
     position = await conn.fetchval(
         _INSERT,
@@ -108,7 +110,7 @@ async def insert(
         priority=priority,
         owner_key_id=owner_key_id,
         queued_at=queued_at,
-        queue_position=await _exact_or_board(position, cap, priority, queued_at, request_id),
+        queue_position=int(position),
         logs=[],
     )
 
@@ -120,14 +122,16 @@ async def fetch(request_id: uuid.UUID, *, with_logs: bool) -> RequestView | None
         return None
     values = dict(record.items())
     position = values.pop("queue_position")
-    if position is not None:
-        position = await _exact_or_board(position, cap, values["priority"], values["queued_at"], request_id)
-    return RequestView(**values, queue_position=position)
+    view = RequestView(**values, queue_position=None if position is None else int(position))
+    return await settle_position(view)
 
 
-async def _exact_or_board(
-    counted: int, cap: int, priority: int, queued_at: datetime, request_id: uuid.UUID
-) -> int:
-    if counted < cap:
-        return int(counted)
-    return await board.position(priority, queued_at, request_id, at_least=cap)
+async def settle_position(view: RequestView) -> RequestView:
+    """A counted position that reached the cap, replaced by the board's. Never call it while
+    holding a pooled connection: the board's read takes one, and a full pool would wait on
+    itself."""
+    cap = get_settings().queue_position_exact_up_to
+    if view.queue_position is None or view.queue_position < cap:
+        return view
+    position = await board.position(view.priority, view.queued_at, view.id, at_least=cap)
+    return replace(view, queue_position=position)

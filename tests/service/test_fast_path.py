@@ -206,3 +206,28 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_long_queue_positions_do_not_starve_the_pool(
+    settings_restored: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Submits whose position comes from the board, more at once than the pool has connections:
+    the board's read must not wait for a connection that a submit holds while waiting for it."""
+    monkeypatch.setenv("QUEUE_POSITION_EXACT_UP_TO", "1")
+    monkeypatch.setenv("QUEUE_POSITION_REFRESH_S", "0.001")
+    monkeypatch.setenv("API_DB_POOL_SIZE", "2")
+    monkeypatch.setenv("API_DB_ACQUIRE_TIMEOUT_S", "3")
+    reset_cached_settings()
+
+    async def burst() -> list[httpx.Response]:
+        served, _, _ = _apps()
+        try:
+            async with _client(served) as c:
+                await c.post(f"/{APP}", json=PAYLOAD)  # at least one request ahead of the burst
+                return list(await asyncio.gather(*(c.post(f"/{APP}", json=PAYLOAD) for _ in range(8))))
+        finally:
+            await close_pool()
+
+    answers = asyncio.run(burst())
+    assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers if a.status_code != 200]
+    assert all(a.json()["queue_position"] >= 1 for a in answers)
