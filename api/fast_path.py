@@ -131,10 +131,24 @@ async def _error_reply(request: Request, exc: Exception) -> JSONResponse:
     return reply
 
 
+# The only headers these calls read (names as ASGI gives them: lower case).
+_WANTED = frozenset(
+    {
+        b"authorization",
+        b"content-type",
+        b"x-fal-queue-priority",
+        b"x-fal-request-timeout",
+        b"x-fal-object-lifecycle-preference",
+    }
+)
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     found: dict[str, str] = {}
-    for name, value in scope["headers"]:  # the first of repeated headers, as Starlette reads them
-        found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    for name, value in scope["headers"]:
+        # The first of repeated headers, as Starlette reads them.
+        if name in _WANTED:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -67,11 +68,16 @@ async def load(
     """The request if it belongs to this app's owner/alias and to the caller, with its queue
     position. Another key's request is reported exactly like an unknown one."""
     view = await request_queries.fetch(request_id, with_logs=with_logs)
-    if view is None or AppId.parse(view.app_id).queue_base != app.queue_base:
+    if view is None or _queue_base(view.app_id) != app.queue_base:
         return None
     if not caller.owns(view.owner_key_id):
         return None
     return view
+
+
+@lru_cache(maxsize=256)
+def _queue_base(app_id: str) -> str:
+    return AppId.parse(app_id).queue_base
 
 
 async def request_cancel(app: AppId, request_id: uuid.UUID, caller: Caller = ANONYMOUS) -> CancelOutcome:

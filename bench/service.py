@@ -107,13 +107,15 @@ def submit(client: httpx.Client, base: str, payload: dict) -> str:
 
 
 def purge(env: dict[str, str]) -> None:
-    """Forget the requests the load tests queued (nobody consumed them)."""
+    """Forget the requests the load tests queued (nobody consumed them), and vacuum, as
+    autovacuum would soon: otherwise every later queue-position count walks the dead entries."""
     import redis
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(env["DATABASE_URL"])
-    with engine.begin() as conn:
+    engine = create_engine(env["DATABASE_URL"], isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
         conn.execute(text("DELETE FROM requests"))
+        conn.execute(text("VACUUM ANALYZE requests"))
     engine.dispose()
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
 
@@ -126,11 +128,16 @@ def main() -> None:
     parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument("--submit-rate", type=float, default=500.0, help="open-loop rate for submit latency")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each API load; medians are reported")
+    parser.add_argument("--api-only", action="store_true", help="only the API figures (no workers)")
     parser.add_argument("--overhead-samples", type=int, default=30)
     parser.add_argument("--edits-per-worker", type=int, default=2)
     args = parser.parse_args()
 
-    results: dict[str, object] = {"engine": args.engine, "machine": f"{os.cpu_count()} CPUs"}
+    results: dict[str, object] = {
+        "engine": args.engine,
+        "machine": f"{os.cpu_count()} CPUs",
+        "api_processes": args.api_workers,
+    }
     with (
         tempfile.TemporaryDirectory() as tmp_name,
         LocalStack(Path(tmp_name) / "stack", persistent=False) as stack,
@@ -196,69 +203,76 @@ def main() -> None:
             results.update(status_rps=load.rps, status_p50_ms=load.p50_ms, status_p99_ms=load.p99_ms,
                            status_errors=load.errors)  # fmt: skip
 
-            # Overheads with an idle worker and the narrow engine, so that the edit itself is short.
-            # Queue overhead, as the issue defines it: submit until the worker starts the request
-            # (its claim, started_at) plus the worker's finish (finished_at, the completing
-            # statement, after the output is stored) until the client sees COMPLETED. Service
-            # overhead, stricter: everything a client waits beyond the engine's own work
-            # (metrics.inference_time), so fetching the input, encoding and storing the output
-            # and the worker's bookkeeping count too. Client and PostgreSQL share this host's clock.
-            tiny_env = {**env, "WEIGHTS_DIR": str(weights_for("tiny", tmp)), "ENGINE_ARCH": "tiny"}
-            queues = f"{env['QUEUE_NAME']}.normal,{env['QUEUE_NAME']}.low"
-            worker = start_worker(tiny_env, logs, "overhead", queues)
-            samples: dict[str, tuple[float, float, float]] = {}  # id -> (sent, seen, engine seconds)
-            with httpx.Client(timeout=30) as client:
-                wait_done(client, base, submit(client, base, payload))  # warm-up: model load, caches
-                print(f"queue overhead: {args.overhead_samples} sequential requests ...", flush=True)
-                for _ in range(args.overhead_samples):
-                    sent = time.time()
-                    rid = submit(client, base, payload)
-                    status = wait_done(client, base, rid)
-                    samples[rid] = (sent, time.time(), float(status["metrics"]["inference_time"]))
-            worker.stop()
-            spans = run_spans(env, list(samples))
-            start_waits = [1000 * (spans[rid][0] - sent) for rid, (sent, _, _) in samples.items()]
-            visible_waits = [1000 * (seen - spans[rid][1]) for rid, (_, seen, _) in samples.items()]
-            queue = [a + b for a, b in zip(start_waits, visible_waits, strict=True)]
-            service = [1000 * (seen - sent - engine) for sent, seen, engine in samples.values()]
-            in_worker = [s - q for s, q in zip(service, queue, strict=True)]
-            results.update(
-                queue_overhead_p50_ms=statistics.median(queue),
-                queue_overhead_p99_ms=percentile(queue, 0.99),
-                start_wait_p50_ms=statistics.median(start_waits),
-                visible_wait_p50_ms=statistics.median(visible_waits),
-                service_overhead_p50_ms=statistics.median(service),
-                service_overhead_p99_ms=percentile(service, 0.99),
-                worker_overhead_p50_ms=statistics.median(in_worker),
-            )
-            purge(env)
+            if not args.api_only:
+                # Overheads with an idle worker and the narrow engine, so that the edit itself is short.
+                # Queue overhead, as the issue defines it: submit until the worker starts the request
+                # (its claim, started_at) plus the worker's finish (finished_at, the completing
+                # statement, after the output is stored) until the client sees COMPLETED. Service
+                # overhead, stricter: everything a client waits beyond the engine's own work
+                # (metrics.inference_time), so fetching the input, encoding and storing the output
+                # and the worker's bookkeeping count too. Client and PostgreSQL share this host's clock.
+                tiny_env = {**env, "WEIGHTS_DIR": str(weights_for("tiny", tmp)), "ENGINE_ARCH": "tiny"}
+                queues = f"{env['QUEUE_NAME']}.normal,{env['QUEUE_NAME']}.low"
+                worker = start_worker(tiny_env, logs, "overhead", queues)
+                samples: dict[str, tuple[float, float, float]] = {}  # id -> (sent, seen, engine seconds)
+                with httpx.Client(timeout=30) as client:
+                    wait_done(client, base, submit(client, base, payload))  # warm-up: model load, caches
+                    print(f"queue overhead: {args.overhead_samples} sequential requests ...", flush=True)
+                    for _ in range(args.overhead_samples):
+                        sent = time.time()
+                        rid = submit(client, base, payload)
+                        status = wait_done(client, base, rid)
+                        samples[rid] = (sent, time.time(), float(status["metrics"]["inference_time"]))
+                worker.stop()
+                spans = run_spans(env, list(samples))
+                start_waits = [1000 * (spans[rid][0] - sent) for rid, (sent, _, _) in samples.items()]
+                visible_waits = [1000 * (seen - spans[rid][1]) for rid, (_, seen, _) in samples.items()]
+                queue = [a + b for a, b in zip(start_waits, visible_waits, strict=True)]
+                service = [1000 * (seen - sent - engine) for sent, seen, engine in samples.values()]
+                in_worker = [s - q for s, q in zip(service, queue, strict=True)]
+                results.update(
+                    queue_overhead_p50_ms=statistics.median(queue),
+                    queue_overhead_p99_ms=percentile(queue, 0.99),
+                    start_wait_p50_ms=statistics.median(start_waits),
+                    visible_wait_p50_ms=statistics.median(visible_waits),
+                    service_overhead_p50_ms=statistics.median(service),
+                    service_overhead_p99_ms=percentile(service, 0.99),
+                    worker_overhead_p50_ms=statistics.median(in_worker),
+                )
+                purge(env)
 
-            # end to end and throughput with the chosen engine
-            run_env = {**env, "WEIGHTS_DIR": str(weights_for(args.engine, tmp)), "ENGINE_ARCH": args.engine}
-            by_workers: dict[str, float] = {}
-            for n in (1, 2, 4):
-                workers: list[Child] = [start_worker(run_env, logs, f"w{n}-{i}", queues) for i in range(n)]
-                with httpx.Client(timeout=60) as client:
-                    warm = [submit(client, base, payload) for _ in range(n)]
-                    for rid in warm:
-                        wait_done(client, base, rid)
-                    if n == 1:
-                        e2e = []
-                        for _ in range(3):
-                            t0 = time.perf_counter()
-                            wait_done(client, base, submit(client, base, payload))
-                            e2e.append(time.perf_counter() - t0)
-                        results["e2e_latency_s"] = statistics.median(e2e)
-                    count = n * args.edits_per_worker
-                    print(f"throughput: {count} edits on {n} worker process(es) ...", flush=True)
-                    t0 = time.perf_counter()
-                    ids = [submit(client, base, payload) for _ in range(count)]
-                    for rid in ids:
-                        wait_done(client, base, rid)
-                    by_workers[str(n)] = count / (time.perf_counter() - t0)
-                for w in workers:
-                    w.stop()
-            results["edits_per_s_by_workers"] = by_workers
+                # end to end and throughput with the chosen engine
+                run_env = {
+                    **env,
+                    "WEIGHTS_DIR": str(weights_for(args.engine, tmp)),
+                    "ENGINE_ARCH": args.engine,
+                }
+                by_workers: dict[str, float] = {}
+                for n in (1, 2, 4):
+                    workers: list[Child] = [
+                        start_worker(run_env, logs, f"w{n}-{i}", queues) for i in range(n)
+                    ]
+                    with httpx.Client(timeout=60) as client:
+                        warm = [submit(client, base, payload) for _ in range(n)]
+                        for rid in warm:
+                            wait_done(client, base, rid)
+                        if n == 1:
+                            e2e = []
+                            for _ in range(3):
+                                t0 = time.perf_counter()
+                                wait_done(client, base, submit(client, base, payload))
+                                e2e.append(time.perf_counter() - t0)
+                            results["e2e_latency_s"] = statistics.median(e2e)
+                        count = n * args.edits_per_worker
+                        print(f"throughput: {count} edits on {n} worker process(es) ...", flush=True)
+                        t0 = time.perf_counter()
+                        ids = [submit(client, base, payload) for _ in range(count)]
+                        for rid in ids:
+                            wait_done(client, base, rid)
+                        by_workers[str(n)] = count / (time.perf_counter() - t0)
+                    for w in workers:
+                        w.stop()
+                results["edits_per_s_by_workers"] = by_workers
         finally:
             api.stop()
 
@@ -274,7 +288,7 @@ def median_of(runs: int, measure: Callable[[], LoadResult], reset: Callable[[], 
         reset()
         results.append(measure())
         r = results[-1]
-        print(f"  {r.rps:8.1f} req/s  p50 {r.p50_ms:6.1f}  p99 {r.p99_ms:7.1f}  max {r.max_ms:7.1f} ms", flush=True)
+        print(f"  {r.rps:8.1f} req/s  p50 {r.p50_ms:6.1f}  p99 {r.p99_ms:7.1f}  max {r.max_ms:7.1f} ms")
     return LoadResult(
         requests=int(statistics.median(r.requests for r in results)),
         errors=sum(r.errors for r in results),
@@ -305,7 +319,9 @@ def run_spans(env: dict[str, str], request_ids: list[str]) -> dict[str, tuple[fl
 
 
 def report(r: dict) -> None:
-    def line(name: str, value: float, unit: str, key: str | None = None) -> None:
+    def line(name: str, value: float | None, unit: str, key: str | None = None) -> None:
+        if value is None:
+            return  # not measured in this run (--api-only)
         target = TARGETS.get(key or "")
         mark = ""
         if target is not None:
@@ -315,7 +331,10 @@ def report(r: dict) -> None:
             )
         print(f"{name:<44}{value:>12.2f} {unit:<8}{mark}")
 
-    print(f"\nportrait-queue service benchmark ({r['machine']}, engine {r['engine']})")
+    print(
+        f"\nportrait-queue service benchmark ({r['machine']}, {r['api_processes']} API process(es),"
+        f" engine {r['engine']})"
+    )
     line("submit throughput (closed loop, saturated)", r["submit_rps"], "req/s", "submit_rps")
     line("  latency p50 when saturated", r["submit_saturated_p50_ms"], "ms")
     line("  latency p99 when saturated", r["submit_saturated_p99_ms"], "ms")
@@ -323,15 +342,15 @@ def report(r: dict) -> None:
     line(f"submit latency p99 at {r['submit_rate']:.0f} req/s", r["submit_p99_ms"], "ms", "submit_p99_ms")
     line("status-poll throughput", r["status_rps"], "req/s", "status_rps")
     line("status latency p99", r["status_p99_ms"], "ms")
-    line("queue overhead p50 (idle worker)", r["queue_overhead_p50_ms"], "ms", "queue_overhead_p50_ms")
-    line("queue overhead p99", r["queue_overhead_p99_ms"], "ms")
-    line("  submit -> worker start p50", r["start_wait_p50_ms"], "ms")
-    line("  worker finish -> client sees COMPLETED p50", r["visible_wait_p50_ms"], "ms")
-    line("service overhead p50 (all but the engine)", r["service_overhead_p50_ms"], "ms")
-    line("service overhead p99", r["service_overhead_p99_ms"], "ms")
-    line("  of which in the worker (fetch, encode, store) p50", r["worker_overhead_p50_ms"], "ms")
-    line("end-to-end latency, one edit", r["e2e_latency_s"], "s")
-    for n, value in r["edits_per_s_by_workers"].items():
+    line("queue overhead p50 (idle worker)", r.get("queue_overhead_p50_ms"), "ms", "queue_overhead_p50_ms")
+    line("queue overhead p99", r.get("queue_overhead_p99_ms"), "ms")
+    line("  submit -> worker start p50", r.get("start_wait_p50_ms"), "ms")
+    line("  worker finish -> client sees COMPLETED p50", r.get("visible_wait_p50_ms"), "ms")
+    line("service overhead p50 (all but the engine)", r.get("service_overhead_p50_ms"), "ms")
+    line("service overhead p99", r.get("service_overhead_p99_ms"), "ms")
+    line("  of which in the worker (fetch, encode, store) p50", r.get("worker_overhead_p50_ms"), "ms")
+    line("end-to-end latency, one edit", r.get("e2e_latency_s"), "s")
+    for n, value in r.get("edits_per_s_by_workers", {}).items():
         line(f"throughput with {n} worker process(es)", value, "edits/s")
 
 

@@ -40,6 +40,27 @@ def _send(request_id: uuid.UUID, priority: int) -> bool:
     return True
 
 
+def _send_many(items: list[tuple[uuid.UUID, int]]) -> list[uuid.UUID]:
+    """Send a burst through one Redis pipeline (kombu's publish batch): one round trip instead of
+    one per message, and the messages' client built once. Returns the ids that were sent; on an
+    error none count as sent, and any that did go out are merely published again later."""
+    settings = get_settings()
+    try:
+        with app.producer_or_acquire() as producer, producer.batch(max_size=_BATCH):
+            for request_id, priority in items:
+                with bound_request_id(request_id):
+                    app.send_task(
+                        EDIT_TASK,
+                        args=[str(request_id)],
+                        queue=queue_for(settings, priority),
+                        producer=producer,
+                    )
+    except Exception:
+        log.exception("could not publish %d request(s); the reconciler will retry", len(items))
+        return []
+    return [request_id for request_id, _ in items]
+
+
 def _mark(request_ids: list[uuid.UUID]) -> None:
     if not request_ids:
         return
@@ -85,10 +106,11 @@ class BackgroundPublisher:
                     batch.append(self._items.get_nowait())
                 except queue.Empty:
                     break
-            stop = None in batch
-            _mark([rid for rid, priority in filter(None, batch) if _send(rid, priority)])
-            if stop:
-                return
+            items = [item for item in batch if item is not None]
+            if items:
+                _mark(_send_many(items))
+            if len(items) < len(batch):
+                return  # flush() asked to stop
 
     def flush(self, timeout: float = 5.0) -> None:
         """Publish what is queued and stop the thread (at shutdown)."""
