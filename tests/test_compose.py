@@ -18,7 +18,15 @@ from core.config import Settings
 from worker.queues import all_queues, webhook_queue
 
 # Variables read by the third-party images themselves, not by our code.
-IMAGE_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+# Read by the images' own programs (PostgreSQL, MinIO) or by uvicorn itself (its worker count).
+IMAGE_VARS = {
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "WEB_CONCURRENCY",
+}
 # Hosts that clients (browsers, the CLI) use from outside the compose network.
 CLIENT_HOSTS = {"localhost", "127.0.0.1"}
 # Services meant to be run more than once (`--scale`), so no fixed name or host port.
