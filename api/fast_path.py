@@ -18,10 +18,11 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.app_ids import AppId
 from api.auth import Caller, authenticate
+from api.body_limits import replaying
 from api.errors import known_error_reply
 from api.queue_routes import result_reply, status_reply, submit_reply
 from api.request_options import (
@@ -97,7 +98,7 @@ class FastPathMiddleware:
         body = await _read_body(receive)
         if body is None:
             return None  # the client went away
-        replay = _replaying(body, receive)
+        replay = replaying(body, receive)
         caller = await _caller(headers)
         if caller is None:
             return replay
@@ -166,16 +167,3 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

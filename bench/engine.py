@@ -4,7 +4,15 @@ Weights: the conformance kit's seed-0 checkpoints (generated once into .cache/),
 kit, stand-in weights of the same full architecture (timings do not depend on the values).
 Portrait: the kit's astronaut when present, else a synthetic image edited without cropping.
 
-    python bench/engine.py [--runs 5] [--threads N] [--device auto|cpu|cuda] [--half]
+    python bench/engine.py [--runs 5] [--threads N] [--device auto|cpu|cuda] [--half] [--compile]
+                           [--batch 1,4,16]
+
+With --half and/or --compile the script first prints that configuration's conformance error: its
+output against a plain float32 eager run of the same engine on the same input, and (with the kit)
+against the official output as tests/engine/test_conformance.py measures it. On a GPU host:
+
+    python bench/engine.py --device cuda --half --batch 1,4,16
+    python bench/engine.py --device cuda --half --compile --batch 1,4,16
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker.liveportrait.engine import BatchItem, Engine, PortraitCache  # noqa: E402
+from worker.liveportrait.engine import BatchItem, Engine, PortraitCache, _Timer  # noqa: E402
 from worker.liveportrait.params import EditParams  # noqa: E402
 from worker.liveportrait.testing import write_random_weights  # noqa: E402
 
@@ -33,6 +41,9 @@ CACHE = ROOT / ".cache"
 # The official implementation, float32, 2 threads, on this 2-core machine (kit README, median of 5).
 OFFICIAL_CPU = {"appearance": 2.0, "motion": 2.3, "warping": 6.8, "decoder": 19.0}
 STAGES = ("decode", "detect", "crop", "appearance", "motion", "warping", "decoder", "pasteback", "encode")
+KIT_EDITS = (0, 1, 2, 3)
+# tests/engine/test_conformance.py: decoded image within the kit's float16 rounding + 1e-4, uint8 within 1
+KIT_FLOAT_LIMIT = 5e-4 + 1e-4
 
 
 def weights_dir() -> Path:
@@ -66,17 +77,89 @@ def portrait() -> tuple[bytes, EditParams]:
     return buf.getvalue(), EditParams(**params)
 
 
-def kit_error(engine: Engine) -> float:
-    """Largest deviation of the decoded image from the official one (kit edit 0) in this
-    configuration (device, precision, compilation): the cost of a speed option in accuracy."""
+def sync(engine: Engine) -> None:
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize(engine.device)
+
+
+def to_u8(image: torch.Tensor) -> np.ndarray:
+    """As tests/engine/test_conformance.py (and the official code): clip, scale, truncate."""
+    return (image[0].float().permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
+
+
+def kit_errors(engine: Engine) -> tuple[float, int]:
+    """Largest deviation of the decoded image from the official one over the kit's edits, as the
+    conformance test measures it (W and G on the kit's own feature volume and keypoints), as a
+    float and in grey levels of the uint8 crop, in this configuration (device, precision,
+    compilation): the cost of a speed option in accuracy."""
+    worst_float, worst_u8 = 0.0, 0
     with np.load(KIT / "vectors_seed0.npz") as kit:
         feature = torch.from_numpy(kit["feature_3d"]).to(engine.device)
         x_s = torch.from_numpy(kit["x_s"]).to(engine.device)
-        x_d = torch.from_numpy(kit["edit0_x_d_stitched"]).to(engine.device)
-        expected = kit["edit0_image_float"].astype(np.float32)
+        for i in KIT_EDITS:
+            x_d = torch.from_numpy(kit[f"edit{i}_x_d_stitched"]).to(engine.device)
+            with torch.inference_mode(), engine.autocast():
+                out = engine.nets.decoder(engine.nets.warping(feature, kp_driving=x_d, kp_source=x_s)["out"])
+            expected = kit[f"edit{i}_image_float"].astype(np.float32)
+            worst_float = max(worst_float, float(np.abs(out.float().cpu().numpy() - expected).max()))
+            diff = np.abs(to_u8(out).astype(int) - kit[f"edit{i}_image_u8"].astype(int))
+            worst_u8 = max(worst_u8, int(diff.max()))
+    return worst_float, worst_u8
+
+
+def outputs(engine: Engine, rgb: np.ndarray, params: EditParams) -> tuple[np.ndarray, np.ndarray, float]:
+    """One edit through the engine's own pipeline: the decoded crop (float, before the uint8
+    conversion), the final uint8 image (after paste-back) and the seconds the first took."""
+    timer = _Timer(None, None)
+    start = time.perf_counter()
+    prep = engine.prepare(rgb, params, timer)
+    x_d = engine.driving_keypoints(prep, params)
     with torch.inference_mode(), engine.autocast():
-        out = engine.nets.decoder(engine.nets.warping(feature, kp_driving=x_d, kp_source=x_s)["out"])
-    return float(np.abs(out.float().cpu().numpy() - expected).max())
+        warped = engine.nets.warping(prep.feature, kp_driving=x_d, kp_source=prep.x_s)["out"]
+        decoded = engine.nets.decoder(warped).float().cpu().numpy()
+    elapsed = time.perf_counter() - start
+    final = engine.render(prep, params, timer)
+    return decoded, final, elapsed
+
+
+def conformance(engine: Engine, args: argparse.Namespace, data: bytes, params: EditParams) -> None:
+    """The error that --half / --compile cost: this configuration against float32 eager."""
+    print(
+        f"conformance of this configuration (device={engine.device} half={engine.half} "
+        f"compile={args.compile}) against float32 eager on the same device:",
+        flush=True,
+    )
+    if args.half and not engine.half:
+        print(f"  note: --half has no effect on {engine.device} (the engine's float16 autocast is CUDA-only)")
+    reference = Engine.load(weights_dir(), device=str(engine.device), threads=args.threads)
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    got_float, got_u8, first = outputs(engine, rgb, params)
+    print(f"  first edit through this configuration (includes compilation, if any): {first:.1f} s")
+    ref_float, ref_u8, _ = outputs(reference, rgb, params)
+    diff = np.abs(got_float - ref_float)
+    print(
+        f"  decoded crop {tuple(got_float.shape[1:])} float: max |diff| {diff.max():.2e}, "
+        f"mean |diff| {diff.mean():.2e}"
+    )
+    diff_u8 = np.abs(got_u8.astype(int) - ref_u8.astype(int))
+    print(
+        f"  final image {got_u8.shape} uint8 (after paste-back): max |diff| {diff_u8.max()} grey levels, "
+        f"mean {diff_u8.mean():.4f}, {100 * np.count_nonzero(diff_u8) / diff_u8.size:.2f}% of values differ"
+    )
+    if (KIT / "vectors_seed0.npz").is_file():
+        got = kit_errors(engine)
+        ref = kit_errors(reference)
+        print(
+            f"  vs the kit's official output (edits {KIT_EDITS[0]}-{KIT_EDITS[-1]}, as the conformance "
+            f"test): "
+            f"decoded image max |diff| {got[0]:.2e} (float32 eager {ref[0]:.2e}, test limit "
+            f"{KIT_FLOAT_LIMIT:.0e}); uint8 crop max |diff| {got[1]} grey levels (float32 eager {ref[1]}, "
+            f"test limit 1)"
+        )
+    del reference
+    if engine.device.type == "cuda":
+        torch.cuda.empty_cache()
+    print(flush=True)
 
 
 def main() -> None:
@@ -84,25 +167,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--half", action="store_true")
+    parser.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the warping module and decoder")
-    parser.add_argument("--batch", default="1,4", help="batch sizes for the throughput table")
+    parser.add_argument(
+        "--batch",
+        default=None,
+        help="comma-separated batch sizes for the throughput table (1,4; 1,4,16 on cuda)",
+    )
     args = parser.parse_args()
 
     engine = Engine.load(
         weights_dir(), device=args.device, half=args.half, threads=args.threads, compile_networks=args.compile
     )
-    if (KIT / "vectors_seed0.npz").is_file():
-        error = kit_error(engine)
-        print(f"conformance of this configuration: decoded image max |diff| vs the kit = {error:.2e}")
     data, params = portrait()
+    if args.half or args.compile:
+        conformance(engine, args, data, params)
+    elif (KIT / "vectors_seed0.npz").is_file():
+        error, _ = kit_errors(engine)
+        print(f"conformance of this configuration: decoded image max |diff| vs the kit = {error:.2e}")
     engine.edit(data, params)  # warm-up: lazy detector load, allocator, kernels
     runs = [engine.edit(data, params).timings for _ in range(args.runs)]
 
     med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in (*STAGES, "total")}
     print(
-        f"device={engine.device} half={engine.half} threads={torch.get_num_threads()} runs={args.runs} "
-        f"torch={torch.__version__}"
+        f"device={engine.device} half={engine.half} compile={args.compile} threads={torch.get_num_threads()} "
+        f"runs={args.runs} torch={torch.__version__}"
     )
     print(f"{'stage':<12}{'this engine (s)':>17}{'official CPU (s)':>18}{'speed-up':>10}")
     for stage in STAGES:
@@ -113,15 +202,26 @@ def main() -> None:
     official_total = sum(OFFICIAL_CPU.values())
     print(f"{'networks':<12}{nets:>17.3f}{official_total:>18.1f}{official_total / nets:>9.1f}x")
     print(f"{'end to end':<12}{med['total']:>17.3f}{'~30':>18}")
+    if engine.device.type == "cuda":
+        print("(on cuda the stage timings are not synchronised: only 'end to end' and the batch table count)")
 
-    print(f"\n{'batch':>5}{'edits/s':>10}{'latency (s)':>14}")
-    for size in (int(b) for b in args.batch.split(",")):
+    batches = args.batch or ("1,4,16" if engine.device.type == "cuda" else "1,4")
+    repeats = 3 if engine.device.type == "cuda" else 1
+    print(f"\n{'batch':>5}{'edits/s':>10}{'latency (s)':>14}{'first call (s)':>16}   (median of {repeats})")
+    for size in (int(b) for b in batches.split(",")):
         items = [BatchItem(data, params.model_copy(update={"smile": 0.1 * i})) for i in range(size)]
-        engine.edit_batch(items)  # warm-up (and compilation for this shape)
         start = time.perf_counter()
-        engine.edit_batch(items)
-        elapsed = time.perf_counter() - start
-        print(f"{size:>5}{size / elapsed:>10.3f}{elapsed:>14.3f}")
+        engine.edit_batch(items)  # warm-up (and compilation for this shape)
+        sync(engine)
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            engine.edit_batch(items)
+            sync(engine)
+            times.append(time.perf_counter() - start)
+        elapsed = statistics.median(times)
+        print(f"{size:>5}{size / elapsed:>10.3f}{elapsed:>14.3f}{first:>16.3f}", flush=True)
 
     # the slider workflow: the same portrait again with another expression
     engine.cache = PortraitCache(4)

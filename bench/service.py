@@ -185,25 +185,17 @@ def main() -> None:
                 return run_load(f"{base}/{status_path.format(rid=rid)}", concurrency=args.concurrency,
                                 seconds=args.seconds)  # fmt: skip
 
-            print(
-                f"submit: {args.concurrency} connections, {args.repeat} x {args.seconds:.0f} s ...",
-                flush=True,
-            )
-            load = median_of(args.repeat, submit_saturated, lambda: purge(env))
+            def phase(label: str, measure: Callable[[], LoadResult]) -> LoadResult:
+                print(f"{label}, {args.repeat} x {args.seconds:.0f} s ...", flush=True)
+                return median_of(args.repeat, measure, lambda: purge(env))
+
+            load = phase(f"submit: {args.concurrency} connections", submit_saturated)
             results.update(submit_rps=load.rps, submit_saturated_p50_ms=load.p50_ms,
                            submit_saturated_p99_ms=load.p99_ms, submit_errors=load.errors)  # fmt: skip
-            print(
-                f"submit: {args.submit_rate:.0f} requests/s, {args.repeat} x {args.seconds:.0f} s ...",
-                flush=True,
-            )
-            load = median_of(args.repeat, submit_at_rate, lambda: purge(env))
+            load = phase(f"submit: {args.submit_rate:.0f} requests/s", submit_at_rate)
             results.update(submit_rate=args.submit_rate, submit_rate_rps=load.rps, submit_p50_ms=load.p50_ms,
                            submit_p99_ms=load.p99_ms, submit_rate_errors=load.errors)  # fmt: skip
-            print(
-                f"status: {args.concurrency} connections, {args.repeat} x {args.seconds:.0f} s ...",
-                flush=True,
-            )
-            load = median_of(args.repeat, status_polls, lambda: purge(env))
+            load = phase(f"status: {args.concurrency} connections", status_polls)
             results.update(status_rps=load.rps, status_p50_ms=load.p50_ms, status_p99_ms=load.p99_ms,
                            status_errors=load.errors)  # fmt: skip
 
