@@ -75,11 +75,11 @@ class FastPathMiddleware:
                 if flag.lower() not in _TRUE | _FALSE:
                     return False
                 logs = flag.lower() in _TRUE
-        caller = await _caller(_headers(scope))
-        if caller is None:
-            return False
         request = Request(scope, receive)
         try:
+            caller = await _caller(_headers(scope))
+            if caller is None:
+                return False
             if tail == "status":
                 response = await status_reply(request, app, request_id, caller, logs)
             else:
@@ -99,7 +99,12 @@ class FastPathMiddleware:
         if body is None:
             return None  # the client went away
         replay = replaying(body, receive)
-        caller = await _caller(headers)
+        request = Request(scope, replay)
+        try:
+            caller = await _caller(headers)
+        except Exception as exc:  # a key looked up in PostgreSQL while it is unreachable
+            await (await _error_reply(request, exc))(scope, replay, send)
+            return None
         if caller is None:
             return replay
         try:
@@ -112,7 +117,6 @@ class FastPathMiddleware:
             )
         except (ValueError, ValidationError, HTTPException):
             return replay  # FastAPI answers with its own 422 (or 400 for broken JSON)
-        request = Request(scope, replay)
         try:
             response = await submit_reply(request, app, fields, options, caller)
         except Exception as exc:

@@ -177,7 +177,28 @@ def test_keys_checked_and_database_outage_is_a_503(
 
     asyncio.run(with_keys())
 
-    # PostgreSQL unreachable: fal's 503 with its retry hints, from the fast path too.
+    # PostgreSQL unreachable: fal's 503 with its retry hints, from the fast path too, also when
+    # the key itself must be looked up there.
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{unused_port}/none")
+    reset_cached_settings()
+
+    async def keyed_outage() -> None:
+        served, plain, reached = _apps()
+        try:
+            stored_key = {"Authorization": "Key some-id:some-secret"}
+            status_url = f"/{QUEUE_BASE}/requests/{uuid.uuid4()}/status"
+            for method, url in (("POST", f"/{APP}"), ("GET", status_url)):
+                body = PAYLOAD if method == "POST" else None
+                a, b = await _both(served, plain, method, url, json=body, headers=stored_key)
+                assert a.status_code == 503, a.text
+                _same(a, b)
+                await close_pool()
+            assert reached == []
+        finally:
+            await close_pool()
+
+    asyncio.run(keyed_outage())
+
     monkeypatch.setenv("AUTH_MODE", "off")
     monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{unused_port}/none")
     reset_cached_settings()
