@@ -144,7 +144,8 @@ def main() -> None:
     }
     with (
         tempfile.TemporaryDirectory() as tmp_name,
-        LocalStack(Path(tmp_name) / "stack", persistent=False) as stack,
+        # Durable, as `make run` and any real deployment: fsync on every commit.
+        LocalStack(Path(tmp_name) / "stack", persistent=True) as stack,
     ):
         tmp = Path(tmp_name)
         logs = tmp / "logs"
