@@ -214,7 +214,11 @@ class Engine:
             crop = warp_crop(image, m_o2c, params.dsize)
             source = torch.from_numpy(network_input(crop)).to(self.device)
 
-        with torch.inference_mode(), self.autocast():
+        # Always float32, also with HALF_PRECISION: float16 moves the motion extractor's keypoints
+        # and with them the whole edit (up to 14 grey levels in a CPU emulation of float16, against
+        # 1 when only the warping module and decoder run in half). These two networks are a small
+        # share of an edit and their results are cached per portrait.
+        with torch.inference_mode():
             with timer.stage("appearance"):
                 feature = self.nets.appearance(source)
             with timer.stage("motion"):
