@@ -12,7 +12,6 @@ exact shape FastAPI gives it and the routes stay the single definition (and the 
 from __future__ import annotations
 
 import json
-import logging
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request
@@ -34,8 +33,6 @@ from api.request_options import (
 )
 from api.schemas import LivePortraitInput
 from core.config import get_settings
-
-log = logging.getLogger(__name__)
 
 # Pydantic's lax booleans, as FastAPI reads `?logs=`.
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})

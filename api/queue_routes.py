@@ -75,9 +75,7 @@ async def submit_reply(
         retention_s=options.retention_s,
     )
     request_id = str(view.id)
-    content = status_body(
-        view, _urls(request, app, request_id), queue_position=view.queue_position, logs=None
-    )
+    content = status_body(view, _urls(request, app, request_id), logs=None)
     content["gateway_request_id"] = request_id
     return JSONResponse(content, headers={REQUEST_ID_HEADER: request_id})
 
@@ -92,7 +90,6 @@ async def status_reply(
     content = status_body(
         view,
         _urls(request, app, request_id),
-        queue_position=view.queue_position,
         logs=view.logs if logs else None,
     )
     return JSONResponse(content, status_code=status_code_for(view), headers={REQUEST_ID_HEADER: str(view.id)})
@@ -225,9 +222,7 @@ async def _status_events(
         key = (view.status, view.queue_position)
         now = time.monotonic()
         if key != last_key or new_logs or now - last_sent >= settings.status_stream_keepalive_s:
-            body = status_body(
-                view, urls, queue_position=view.queue_position, logs=new_logs if with_logs else None
-            )
+            body = status_body(view, urls, logs=new_logs if with_logs else None)
             yield f"data: {json.dumps(body)}\n\n"
             sent_logs, last_key, last_sent = len(logs), key, now
         if view.status == Status.COMPLETED:

@@ -52,7 +52,7 @@ async def submit(
         "retention_s": retention_s,
     }
     async with connection() as conn:
-        if caller.key_id is not None and (settings.key_max_in_flight or settings.key_max_submits_per_minute):
+        if caller.key_id is not None and key_limits.enabled(settings):
             async with conn.transaction():
                 await key_limits.check(conn, caller.key_id, settings)
                 view = await request_queries.insert(conn, **values)

@@ -33,7 +33,6 @@ def status_body(
     row: RequestView,
     urls: RequestUrls,
     *,
-    queue_position: int | None,
     logs: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
     """The status JSON: `queue_position` while queued, `logs` (maybe null) otherwise."""
@@ -45,7 +44,7 @@ def status_body(
         "cancel_url": urls.cancel_url,
     }
     if row.status == Status.IN_QUEUE:
-        body["queue_position"] = queue_position or 0
+        body["queue_position"] = row.queue_position or 0
         # fal's clients ignore logs while queued; JS tolerates the key, Python needs it later.
         body["logs"] = logs
         return body

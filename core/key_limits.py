@@ -27,10 +27,14 @@ class LimitExceeded(Exception):
         self.retry_after_s = retry_after_s
 
 
+def enabled(settings: Settings) -> bool:
+    return bool(settings.key_max_in_flight or settings.key_max_submits_per_minute)
+
+
 async def check(conn: asyncpg.Connection, key_id: str, settings: Settings) -> None:
     """Raise LimitExceeded if this key may not submit now. Call inside the transaction that then
     inserts the row, so that the advisory lock covers both."""
-    if not settings.key_max_in_flight and not settings.key_max_submits_per_minute:
+    if not enabled(settings):
         return
     # hashtext() folds the key id into the lock's 32-bit key space; a collision only serializes
     # two keys' submissions, it never lets a limit through.

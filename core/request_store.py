@@ -199,10 +199,6 @@ def _appended(entries: list[dict[str, Any]]) -> Any:
     return RequestRow.logs.op("||", return_type=JSONB)(literal(entries, JSONB))
 
 
-def append_logs(session: Session, request_id: uuid.UUID, entries: list[dict[str, Any]]) -> None:
-    session.execute(update(RequestRow).where(RequestRow.id == request_id).values(logs=_appended(entries)))
-
-
 def complete_ok(
     session: Session,
     request_id: uuid.UUID,

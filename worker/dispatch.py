@@ -23,21 +23,9 @@ _BATCH = 256
 
 def publish(request_id: uuid.UUID, priority: int) -> bool:
     """Send the message now; on failure the row stays unpublished and the reconciler retries."""
-    sent = _send(request_id, priority)
-    if sent:
-        _mark([request_id])
-    return sent
-
-
-def _send(request_id: uuid.UUID, priority: int) -> bool:
-    # Bound here so that the message's headers and any line logged below carry the id.
-    with bound_request_id(request_id):
-        try:
-            app.send_task(EDIT_TASK, args=[str(request_id)], queue=queue_for(get_settings(), priority))
-        except Exception:
-            log.exception("could not publish request %s; the reconciler will retry", request_id)
-            return False
-    return True
+    sent = _send_many([(request_id, priority)])
+    _mark(sent)
+    return bool(sent)
 
 
 def _send_many(items: list[tuple[uuid.UUID, int]]) -> list[uuid.UUID]:

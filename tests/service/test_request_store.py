@@ -20,7 +20,6 @@ from core.migrate import downgrade, upgrade
 from core.models import Priority, RequestRow, Status
 from core.request_store import (
     CancelOutcome,
-    append_logs,
     cancel,
     claim,
     complete_failed,
@@ -211,8 +210,12 @@ def test_expired_lease_is_reclaimed_and_fences_the_old_worker() -> None:
     with session_scope() as session:
         assert renew_lease(session, request_id, 1, lease_s=60) is None  # the old claim is gone
         assert not complete_ok(session, request_id, 1, output={"stale": True}, metrics={})
-        append_logs(session, request_id, [log_entry("one"), log_entry("two")])
-        append_logs(session, request_id, [log_entry("three")])
+        # The new claim's renewals carry its log lines (the old claim's would write nothing).
+        assert (
+            renew_lease(session, request_id, 2, lease_s=60, logs=[log_entry("one"), log_entry("two")])
+            is False
+        )
+        assert renew_lease(session, request_id, 2, lease_s=60, logs=[log_entry("three")]) is False
         assert complete_ok(session, request_id, 2, output={"image": {}}, metrics={"inference_time": 1})
         assert not complete_failed(session, request_id, failures.internal())
     row = _row(request_id)

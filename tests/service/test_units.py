@@ -151,15 +151,14 @@ def _row(status: Status, **values: Any) -> RequestView:
 def test_status_bodies_carry_the_keys_the_clients_need() -> None:
     urls = RequestUrls.build("http://h:1/", "fal-ai/live-portrait", "abc")
     assert urls.status_url == "http://h:1/fal-ai/live-portrait/requests/abc/status"
-    queued = status_body(_row(Status.IN_QUEUE), urls, queue_position=3, logs=None)
+    queued = status_body(_row(Status.IN_QUEUE, queue_position=3), urls, logs=None)
     assert queued["queue_position"] == 3
-    running = status_body(_row(Status.IN_PROGRESS), urls, queue_position=None, logs=None)
+    running = status_body(_row(Status.IN_PROGRESS), urls, logs=None)
     assert "logs" in running and running["logs"] is None
     failure = failures.cancelled()
     done = status_body(
         _row(Status.COMPLETED, error=failure.message, error_type=failure.error_type, metrics={"x": 1}),
         urls,
-        queue_position=None,
         logs=[],
     )
     assert done["error_type"] == "client_cancelled" and done["logs"] == [] and done["metrics"] == {"x": 1}

@@ -128,6 +128,15 @@ def test_lines_left_at_an_unexpected_exit_are_still_written() -> None:
     assert _messages(request_id) == ["before the crash"]
 
 
+def _stops(ctx: RunContext) -> bool:
+    """Whether the engine's next check would end the run."""
+    try:
+        ctx.check()
+    except Cancelled:
+        return True
+    return False
+
+
 def test_cancellation_is_seen_without_the_engine_touching_the_database() -> None:
     request_id, attempt = _claimed()
     with RunContext(request_id, attempt, lease_s=60) as ctx:
@@ -135,28 +144,13 @@ def test_cancellation_is_seen_without_the_engine_touching_the_database() -> None
         with session_scope() as session:
             cancel(session, request_id, failures.cancelled())
 
-        def stopped() -> bool:
-            try:
-                ctx.check()
-            except Cancelled:
-                return True
-            return False
-
-        _wait(stopped)
+        _wait(lambda: _stops(ctx))
 
 
 def test_a_lost_claim_stops_the_run() -> None:
     request_id, attempt = _claimed()
     with RunContext(request_id, attempt + 1, lease_s=60) as ctx:  # as if another worker had taken it
-
-        def stopped() -> bool:
-            try:
-                ctx.check()
-            except Cancelled:
-                return True
-            return False
-
-        _wait(stopped)
+        _wait(lambda: _stops(ctx))
 
 
 def _result(**timings: float) -> EditResult:
