@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,17 +12,6 @@ from worker.liveportrait.crop import (
     warp_crop,
     whole_image_transform,
 )
-
-KIT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "liveportrait-kit"
-VECTORS = KIT_DIR / "vectors_seed0.npz"
-
-
-@pytest.fixture(scope="module")
-def kit() -> dict[str, np.ndarray]:
-    if not VECTORS.is_file():
-        pytest.skip(f"conformance kit not found at {VECTORS} (expected ../shared next to the repo)")
-    with np.load(VECTORS) as data:
-        return {k: data[k] for k in data.files}
 
 
 def _rel_err(a: np.ndarray, ref: np.ndarray) -> float:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -11,23 +9,12 @@ import pytest
 from worker.liveportrait.crop import pt2_from_landmarks
 from worker.liveportrait.face import Face, FaceDetector, get_detector, lip_open_ratio
 
-KIT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "liveportrait-kit"
-VECTORS = KIT_DIR / "vectors_seed0.npz"
-
 # Measured with dlib's 68-point predictor (face-detection.md): eye centres from the corners
 # 36/39 and 42/45, mouth centre from the corners 48/54.
 LEFT_EYE = np.array([203.2, 101.5])
 RIGHT_EYE = np.array([246.5, 104.2])
 MOUTH = np.array([223.5, 140.0])
 TOL_PX = 3.0
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    if not VECTORS.is_file():
-        pytest.skip(f"conformance kit not found at {VECTORS} (expected ../shared next to the repo)")
-    with np.load(VECTORS) as data:
-        return np.ascontiguousarray(data["source_image"])
 
 
 @pytest.fixture(scope="module")

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
+from tests.data import KIT_DIR
 from worker.liveportrait.crop import crop_transform
 from worker.liveportrait.pasteback import mask_template, paste_back, resize_crop
 
-KIT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "liveportrait-kit"
-VECTORS = KIT_DIR / "vectors_seed0.npz"
 MASK_PNG = KIT_DIR / "mask_template.png"
-
 RED = np.array([255, 0, 0], np.uint8)
-
-
-@pytest.fixture(scope="module")
-def kit() -> dict[str, np.ndarray]:
-    if not VECTORS.is_file():
-        pytest.skip(f"conformance kit not found at {VECTORS} (expected ../shared next to the repo)")
-    with np.load(VECTORS) as data:
-        return {k: data[k] for k in data.files}
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
@@ -35,8 +23,6 @@ def _translation(tx: float, ty: float) -> np.ndarray:
 
 
 def test_mask_template_equals_official_png() -> None:
-    if not MASK_PNG.is_file():
-        pytest.skip(f"conformance kit not found at {MASK_PNG}")
     official = cv2.imread(str(MASK_PNG), cv2.IMREAD_COLOR)
     mask = mask_template()
     assert mask.shape == (512, 512, 3) and mask.dtype == np.uint8

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.data import KIT_DIR
 from worker.liveportrait.arch import FULL, TINY
 from worker.liveportrait.errors import WeightsError
 from worker.liveportrait.testing import write_random_weights
 from worker.liveportrait.weights import BASE_FILES, STITCHING_FILE, build_networks, load_networks
 
 
-def test_modules_match_the_manifest(kit_dir: Path) -> None:
-    manifest = json.loads((kit_dir / "manifest.json").read_text())
+def test_modules_match_the_manifest() -> None:
+    manifest = json.loads((KIT_DIR / "manifest.json").read_text())
     nets = build_networks(FULL)
     modules = nets.base_modules()
     parts = {"retarget_shoulder": nets.stitching, "retarget_mouth": nets.lip, "retarget_eye": nets.eye}
@@ -28,8 +29,9 @@ def test_modules_match_the_manifest(kit_dir: Path) -> None:
             assert entry["path"] == STITCHING_FILE
             groups = {p: (parts[p], entry["parts"][p]) for p in parts}
         for name, (module, tensors) in groups.items():
-            expected = {key: tuple(shape) for key, shape, _ in tensors}
-            got = {key: tuple(t.shape) for key, t in module.state_dict().items()}
+            # As lists: the key order is the official files' too, which kit_weights relies on.
+            expected = [(key, tuple(shape)) for key, shape, _ in tensors]
+            got = [(key, tuple(t.shape)) for key, t in module.state_dict().items()]
             assert got == expected, name
             params = sum(p.numel() for p in module.parameters())
             if "parameters" in entry and entry["layout"] == "state_dict":

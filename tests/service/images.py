@@ -7,14 +7,13 @@ import io
 import numpy as np
 from PIL import Image
 
-from tests.conftest import SHARED_DIR
+from tests.data import photo
 
 
 def face_jpeg() -> bytes:
     """The kit's astronaut portrait, a real face, as a JPEG."""
-    vectors = np.load(SHARED_DIR / "liveportrait-kit" / "vectors_seed0.npz")
     buffer = io.BytesIO()
-    Image.fromarray(vectors["source_image"]).save(buffer, format="JPEG", quality=90)
+    Image.fromarray(photo("astronaut")).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 

@@ -103,8 +103,10 @@ class SNConv2d(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, *, bias: bool = True) -> None:
         super().__init__()
         self.padding = kernel_size // 2
-        self.weight_orig = nn.Parameter(torch.empty(out_ch, in_ch, kernel_size, kernel_size))
+        # Bias before weight_orig: legacy spectral_norm re-registers the weight after the bias, and
+        # this order is the official files' (kit_weights reproduces them byte for byte).
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.weight_orig = nn.Parameter(torch.empty(out_ch, in_ch, kernel_size, kernel_size))
         self.register_buffer("weight_u", torch.ones(out_ch))
         self.register_buffer("weight_v", torch.ones(in_ch * kernel_size * kernel_size))
         self._folded: torch.Tensor | None = None

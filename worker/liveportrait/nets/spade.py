@@ -33,12 +33,14 @@ class SPADEResnetBlock(nn.Module):
         super().__init__()
         fmid = min(fin, fout)
         self.learned_shortcut = fin != fout
+        # Declared in the official order (convolutions, then norms), which is the checkpoints' key order.
         self.conv_0 = SNConv2d(fin, fmid, 3)
         self.conv_1 = SNConv2d(fmid, fout, 3)
+        if self.learned_shortcut:
+            self.conv_s = SNConv2d(fin, fout, 1, bias=False)
         self.norm_0 = SPADE(fin, label_nc, hidden)
         self.norm_1 = SPADE(fmid, label_nc, hidden)
         if self.learned_shortcut:
-            self.conv_s = SNConv2d(fin, fout, 1, bias=False)
             self.norm_s = SPADE(fin, label_nc, hidden)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
