@@ -33,7 +33,7 @@ test: $(STAMP) browser
 
 # The whole service in the foreground: PostgreSQL, Redis and S3 under ./var, the API and a worker.
 run: $(STAMP)
-	$(PY) -m api.localrun
+	$(PY) -m stack.localrun
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -20,7 +20,7 @@ def free_port(host: str = LOOPBACK) -> int:
     """A port that is free right now, chosen by the kernel (bind to port 0).
 
     There is a window between closing this socket and the server binding the port in which another
-    process could take it; servers.py retries with a new port when a start fails that way.
+    process could take it; process.py retries with a new port when a start fails that way.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

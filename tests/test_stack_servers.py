@@ -21,7 +21,10 @@ import redis
 from botocore.config import Config
 
 from stack.ports import LOOPBACK, port_accepts
-from stack.servers import LocalStack, RunningServer, ServerStartError, _spawn, start_postgres, start_redis
+from stack.postgres_server import start_postgres
+from stack.process import RunningServer, ServerStartError, _spawn
+from stack.redis_server import start_redis
+from stack.servers import LocalStack
 from tests.stack_fixture import local_stack  # noqa: F401 -- the fixture, which pytest finds by name
 
 BUCKET = "portrait-stack-test"

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from stack.servers import LocalStack, RunningServer, start_redis
+from stack.process import RunningServer
+from stack.redis_server import start_redis
+from stack.servers import LocalStack
 from tests.faults.harness import (
     SCALE,
     Ledger,

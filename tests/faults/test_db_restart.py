@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from core.migrate import upgrade
-from stack.servers import LocalStack, RunningPostgres, start_postgres
+from stack.postgres_server import RunningPostgres, start_postgres
+from stack.servers import LocalStack
 from tests.faults.harness import (
     QUEUE_BASE,
     SCALE,

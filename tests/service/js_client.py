@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stack.npm import install_pinned
-from stack.servers import node_executable
+from stack.s3_server import node_executable
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 CLIENT_PACKAGE = "@fal-ai/client"

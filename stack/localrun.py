@@ -19,12 +19,15 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from core.config import Settings, get_settings
 from core.migrate import upgrade
 from worker.queues import all_queues, webhook_queue
+
+if TYPE_CHECKING:
+    from stack.servers import LocalStack
 
 EXTERNAL_SERVER_VARS = ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL")
 STOP_TIMEOUT_S = 40.0
@@ -137,10 +140,11 @@ def wait_healthy(url: str, children: list[subprocess.Popen[bytes]], stop: StopFl
     return False
 
 
-def start_local_stack(data_dir: Path) -> Any:
+def start_local_stack(data_dir: Path) -> LocalStack:
     """Start the servers on the ports they had last time, so that result URLs handed out before a
     restart (they name the S3 port) keep working; fresh free ports on the first run, or when one
     of the old ports has been taken meanwhile."""
+    # Imported here: with external servers (DATABASE_URL, ...) nothing of the local stack loads.
     from stack.servers import LocalStack
 
     ports_file = data_dir / "ports.json"
