@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_DIR ?= ./weights
 export WEIGHTS_DIR
 
-.PHONY: install test lint weights bench-engine bench run browser chaos
+.PHONY: install test lint weights bench-engine bench run browser chaos soak
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,3 +60,11 @@ chaos: $(STAMP)
 # Writes bench/results.json. BENCH_ARGS="--engine tiny" for a quick run.
 bench: $(STAMP)
 	$(PY) bench/service.py $(BENCH_ARGS)
+
+# A benchmark, not a test: submit, status, result and /metrics latency on an empty table and at
+# SOAK_ROWS finished requests of one key (default 1,000,000), then each retention sweep's rate on
+# a backlog. Prints a table and, last, one JSON line. SOAK_ARGS for more (bench/soak.py --help).
+SOAK_ROWS ?= 1000000
+export SOAK_ROWS
+soak: $(STAMP)
+	$(PY) bench/soak.py $(SOAK_ARGS)
