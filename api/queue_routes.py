@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from api import request_service
 from api.app_ids import AppId
 from api.auth import AuthCaller, Caller, require_key
+from api.errors import DB_RETRY_AFTER_S
 from api.public_url import public_base_url
 from api.request_options import SubmitOptions, object_retention, queue_priority, start_deadline, webhook_url
 from api.schemas import (
@@ -62,18 +63,29 @@ def _urls(request: Request, app: AppId, request_id: str) -> RequestUrls:
 # answers the same calls without FastAPI's routing when they need no validation error.
 
 
+def refused_reply(refused: request_service.SubmitRefused) -> JSONResponse:
+    """A submit refused before anything was stored: a bad input's 422 with the `detail` list a
+    failed result would give, or a 503 clients retry."""
+    failure = refused.failure
+    headers = {"Retry-After": str(DB_RETRY_AFTER_S)} if failure.status_code == 503 else None
+    return JSONResponse(failure.body, status_code=failure.status_code, headers=headers)
+
+
 async def submit_reply(
     request: Request, app: AppId, body: LivePortraitInput, options: SubmitOptions, caller: Caller
 ) -> JSONResponse:
-    view = await request_service.submit(
-        app,
-        body.model_dump(mode="json"),
-        priority=options.priority,
-        webhook_url=options.webhook_url,
-        start_deadline=options.start_deadline,
-        caller=caller,
-        retention_s=options.retention_s,
-    )
+    try:
+        view = await request_service.submit(
+            app,
+            body.model_dump(mode="json"),
+            priority=options.priority,
+            webhook_url=options.webhook_url,
+            start_deadline=options.start_deadline,
+            caller=caller,
+            retention_s=options.retention_s,
+        )
+    except request_service.SubmitRefused as refused:
+        return refused_reply(refused)
     request_id = str(view.id)
     content = status_body(view, _urls(request, app, request_id), logs=None)
     content["gateway_request_id"] = request_id

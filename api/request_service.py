@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi.concurrency import run_in_threadpool
 
 from api.app_ids import AppId
 from api.auth import ANONYMOUS, Caller
 from core import failures, key_limits, request_queries
-from core.config import get_settings
+from core.config import Settings, get_settings
 from core.db import session_scope
 from core.db_async import connection
+from core.failures import Failure
 from core.request_queries import RequestView
 from core.request_store import CancelOutcome, cancel, utcnow
+from storage.inputs import INLINE_MAX_CHARS, delete_input, put_input
+from storage.s3 import get_store
 from worker.dispatch import background
+from worker.fetch import DataUri, decode_data_uri, is_data_uri
+from worker.input_errors import InputRejected
+
+log = logging.getLogger(__name__)
 
 
 def parse_request_id(value: str) -> uuid.UUID | None:
@@ -25,6 +34,16 @@ def parse_request_id(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+class SubmitRefused(Exception):
+    """Refused before anything was stored: an input that cannot run (a data URI that does not
+    decode, or decodes too large: the 422 the worker would have reported), or an object store
+    that cannot take a large input now (503)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 async def submit(
@@ -40,10 +59,13 @@ async def submit(
     # The row is committed before anything is published or answered: an accepted request is
     # never lost, at worst published later by the reconciler.
     settings = get_settings()
+    request_id = uuid.uuid4()
+    # A large data URI goes to the bucket first, so that a row never names a missing object.
+    stored = await _store_large_input(request_id, payload, settings)
     values = {
-        "request_id": uuid.uuid4(),
+        "request_id": request_id,
         "app_id": app.full,
-        "payload": payload,
+        "payload": {**payload, "image_url": stored} if stored else payload,
         "priority": priority,
         "queued_at": utcnow(),
         "webhook_url": webhook_url,
@@ -51,15 +73,66 @@ async def submit(
         "owner_key_id": caller.key_id,
         "retention_s": retention_s,
     }
-    async with connection() as conn:
-        if caller.key_id is not None and key_limits.enabled(settings):
-            async with conn.transaction():
-                await key_limits.check(conn, caller.key_id, settings)
+    try:
+        async with connection() as conn:
+            if caller.key_id is not None and key_limits.enabled(settings):
+                async with conn.transaction():
+                    await key_limits.check(conn, caller.key_id, settings)
+                    view = await request_queries.insert(conn, **values)
+            else:
                 view = await request_queries.insert(conn, **values)
-        else:
-            view = await request_queries.insert(conn, **values)
+    except Exception:
+        # No row (a key limit, PostgreSQL away): no sweep would ever find the object. Not on
+        # cancellation, where the commit may have happened: a row without its object is worse
+        # than an object without a row.
+        if stored:
+            await run_in_threadpool(_forget_input, request_id)
+        raise
     background.enqueue(view.id, priority)
     return await request_queries.settle_position(view)
+
+
+async def _store_large_input(
+    request_id: uuid.UUID, payload: dict[str, Any], settings: Settings
+) -> str | None:
+    """Check a data-URI input, and write it to the bucket if it is too large for the row: the
+    reference to keep instead, or None to keep the input as it is."""
+    image_url = payload.get("image_url")
+    if not isinstance(image_url, str) or not is_data_uri(image_url):
+        return None
+    if len(image_url) <= INLINE_MAX_CHARS:
+        _decode(image_url, settings)  # cheap: on the loop; only to refuse it now
+        return None
+    # Decoding megabytes and boto3's blocking put both belong off the event loop.
+    return await run_in_threadpool(_put_input, request_id, image_url, settings)
+
+
+def _decode(image_url: str, settings: Settings) -> DataUri:
+    try:
+        return decode_data_uri(image_url, settings.max_input_bytes)
+    except InputRejected as exc:
+        raise SubmitRefused(failures.invalid_input(exc.message, exc.error_type)) from exc
+
+
+def _put_input(request_id: uuid.UUID, image_url: str, settings: Settings) -> str:
+    decoded = _decode(image_url, settings)
+    try:
+        return put_input(get_store(), request_id, decoded.data, decoded.media_type)
+    except (BotoCoreError, ClientError) as exc:
+        log.warning("could not store the input of request %s: %s", request_id, exc)
+        raise SubmitRefused(
+            failures.infrastructure(
+                "The service's object store is unavailable; retry shortly", "service_unavailable", 503
+            )
+        ) from exc
+
+
+def _forget_input(request_id: uuid.UUID) -> None:
+    try:
+        delete_input(get_store(), request_id)
+    except Exception:
+        # The submit's own error is the one to answer with; this object is only an orphan.
+        log.warning("could not delete the stored input of refused request %s", request_id, exc_info=True)
 
 
 async def load(

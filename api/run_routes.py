@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from api import request_service
 from api.app_ids import AppId
 from api.auth import AuthCaller, require_key
+from api.queue_routes import refused_reply
 from api.request_options import object_retention, start_deadline
 from api.schemas import LivePortraitImageOutput, LivePortraitInput
 from api.status_view import REQUEST_ID_HEADER, result_response
@@ -47,15 +48,18 @@ def run_router(app: AppId) -> APIRouter:
         caller: AuthCaller,
     ) -> JSONResponse:
         settings = get_settings()
-        view = await request_service.submit(
-            app,
-            body.model_dump(mode="json"),
-            priority=Priority.NORMAL.value,
-            webhook_url=None,
-            start_deadline=deadline,
-            caller=caller,
-            retention_s=retention_s,
-        )
+        try:
+            view = await request_service.submit(
+                app,
+                body.model_dump(mode="json"),
+                priority=Priority.NORMAL.value,
+                webhook_url=None,
+                start_deadline=deadline,
+                caller=caller,
+                retention_s=retention_s,
+            )
+        except request_service.SubmitRefused as refused:
+            return refused_reply(refused)
         request_id = view.id
         give_up_at = time.monotonic() + settings.sync_run_timeout_s
         delay = _POLL_START_S

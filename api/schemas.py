@@ -13,6 +13,9 @@ from pydantic import BaseModel, Field, field_validator
 from worker.liveportrait.params import EditParams
 
 _URL_SCHEMES = ("http://", "https://", "data:")
+# A URL is stored in the request's row as sent, and a row stays under 8 KB; browsers and CDNs
+# refuse much longer URLs anyway. Data URIs of any size are fine: large ones go to the bucket.
+MAX_URL_CHARS = 4096
 
 
 class LivePortraitInput(EditParams):
@@ -29,6 +32,11 @@ class LivePortraitInput(EditParams):
     def _supported_scheme(cls, value: str) -> str:
         if not value.lower().startswith(_URL_SCHEMES):
             raise ValueError("image_url must be an http(s) URL or a data URI")
+        if len(value) > MAX_URL_CHARS and value[:5].lower() != "data:":
+            raise ValueError(
+                f"image_url is too long ({len(value)} characters; a URL may have {MAX_URL_CHARS});"
+                " send the image as a data URI or upload it"
+            )
         return value
 
 

@@ -1,4 +1,5 @@
-"""Fetch a request's input image: an http(s) URL, a data URI, or one of our own stored objects."""
+"""Fetch a request's input image: an http(s) URL, a data URI, one of our own stored objects, or
+the reference to the input the API stored at submit (storage.inputs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import httpx
 
 from core.config import Settings
+from storage.inputs import StoredInputMissing, is_ref, read_input
 from storage.s3 import ObjectStore, ObjectTooLarge
 from worker.address_guard import IPNetwork, resolve_checked
 from worker.input_errors import DownloadFailed, TooLarge
@@ -40,18 +42,32 @@ class FetchLimits:
 
 
 def fetch_input(url: str, limits: FetchLimits, store: ObjectStore | None = None) -> bytes:
-    if url.startswith("data:"):
-        return _decode_data_uri(url, limits.max_bytes)
+    if is_data_uri(url):
+        return decode_data_uri(url, limits.max_bytes).data
+    if is_ref(url):
+        return _read_stored_input(store, url, limits.max_bytes)
     if store is not None and (key := store.key_from_url(url)) is not None:
         return _read_own_object(store, key, limits.max_bytes)
     return _download(url, limits)
+
+
+def is_data_uri(url: str) -> bool:
+    return url[:5].lower() == "data:"  # schemes are case-insensitive (RFC 3986)
 
 
 def _too_large(size: int | str, limit: int) -> TooLarge:
     return TooLarge(f"image_url file is too large ({size} bytes; the limit is {limit} bytes)")
 
 
-def _decode_data_uri(uri: str, max_bytes: int) -> bytes:
+@dataclass(frozen=True)
+class DataUri:
+    data: bytes
+    media_type: str  # as the URI's header names it, unchecked; "" when it names none
+
+
+def decode_data_uri(uri: str, max_bytes: int) -> DataUri:
+    """The bytes of a data URI (base64 or percent-encoded). The API decodes with this at submit,
+    so that a URI refused here is a 422 there, with the message the worker would report."""
     header, sep, payload = uri[5:].partition(",")
     if not sep:
         raise DownloadFailed("image_url is a malformed data URI (no comma)")
@@ -67,7 +83,26 @@ def _decode_data_uri(uri: str, max_bytes: int) -> bytes:
         data = unquote_to_bytes(payload)
     if len(data) > max_bytes:
         raise _too_large(len(data), max_bytes)
-    return data
+    return DataUri(data, header.split(";", 1)[0].strip())
+
+
+def _read_stored_input(store: ObjectStore | None, ref: str, max_bytes: int) -> bytes:
+    if store is None:
+        raise DownloadFailed("image_url was stored at submit, and this worker has no object store")
+    try:
+        return read_input(store, ref, max_bytes=max_bytes)
+    except StoredInputMissing as exc:
+        # The sweep deletes it with the result; a request run after that has nothing to edit.
+        raise DownloadFailed(
+            "image_url was stored at submit and no longer exists (expired or deleted); submit it again"
+        ) from exc
+    except ObjectTooLarge as exc:
+        raise _too_large(str(exc).split()[0], max_bytes) from exc
+    except Exception as exc:
+        # The object store's own message may name internal hosts: the client gets the kind only.
+        raise DownloadFailed(
+            f"image_url was stored at submit and could not be read ({type(exc).__name__})"
+        ) from exc
 
 
 def _read_own_object(store: ObjectStore, key: str, max_bytes: int) -> bytes:

@@ -1,0 +1,64 @@
+"""Request inputs kept in the bucket instead of the row: a large data URI's bytes.
+
+The row's `input.image_url` then holds storage.keys.input_ref(id), a few dozen characters, so
+that the row stays small whatever the image's size; the worker reads the object through the S3
+API and the result sweep deletes it with the outputs. Clients cannot send such a reference
+themselves: api.schemas accepts only http(s) URLs and data URIs as image_url.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from botocore.exceptions import ClientError
+
+from storage.keys import INPUT_REF_PREFIX, input_key, input_ref
+from storage.s3 import ObjectStore
+
+# Data URIs up to this many characters stay in the row: a small icon costs the row less than
+# a round trip to the bucket costs the submit, and the row stays far under 8 KB with it.
+INLINE_MAX_CHARS = 2048
+
+# A media type S3 accepts as Content-Type; a data URI's header can hold anything else.
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,63}/[A-Za-z0-9][\w.+-]{0,63}")
+_FALLBACK_TYPE = "application/octet-stream"
+
+
+class StoredInputMissing(Exception):
+    """The object a stored-input reference names is gone (expired with the result, or deleted)."""
+
+
+def is_ref(image_url: str) -> bool:
+    return image_url.startswith(INPUT_REF_PREFIX)
+
+
+def key_of_ref(image_url: str) -> str:
+    return image_url[len(INPUT_REF_PREFIX) :]
+
+
+def content_type_for(media_type: str) -> str:
+    return media_type.lower() if _MEDIA_TYPE.fullmatch(media_type) else _FALLBACK_TYPE
+
+
+def put_input(store: ObjectStore, request_id: uuid.UUID, data: bytes, media_type: str) -> str:
+    """Write the input and return the reference to keep in the row (blocking: call off the loop)."""
+    store.put(input_key(request_id), data, content_type_for(media_type))
+    return input_ref(request_id)
+
+
+def delete_input(store: ObjectStore, request_id: uuid.UUID) -> None:
+    """Remove an input whose row was never inserted (blocking: call off the loop)."""
+    store.client.delete_object(Bucket=store.bucket, Key=input_key(request_id))
+
+
+def read_input(store: ObjectStore, image_url: str, *, max_bytes: int) -> bytes:
+    """The bytes a reference names; StoredInputMissing if the object no longer exists."""
+    try:
+        data, _ = store.get(key_of_ref(image_url), max_bytes=max_bytes)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            raise StoredInputMissing(key_of_ref(image_url)) from exc
+        raise
+    return data
