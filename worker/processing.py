@@ -111,8 +111,8 @@ def engine_seconds(result: EditResult, callback_s: float, encoded_before_s: floa
 
     Everything Engine.edit did (decoding the input, detection, crop, the networks, paste-back),
     less the PNG/JPEG encoding of the output (delivery, like storing it) and less the time spent
-    in this worker's log and cancellation callbacks (bookkeeping). In a batch, an item's total
-    also ran the encodings of the items finished before it (`encoded_before_s`).
+    in this worker's log and cancellation callbacks (bookkeeping). A batched item's total is
+    already its own share (Engine.edit_batch), so `encoded_before_s` stays 0 there.
     """
     total = float(result.timings.get("total", sum(result.timings.values())))
     encode = float(result.timings.get("encode", 0.0))
@@ -161,13 +161,11 @@ def _run_batch(rows: list[Any], settings: Settings) -> None:
             outcomes: list[Any] = engine.edit_batch(items, max_pixels=settings.max_input_pixels)
         except Exception as exc:  # the shared pass itself failed (a time limit, out of memory)
             outcomes = [exc] * len(jobs)
-        encoded_before = 0.0  # the engine encodes the items in order, each within the next's total
         for (row, ctx, _, _), outcome, before in zip(jobs, outcomes, callbacks_before, strict=True):
             try:
                 if isinstance(outcome, BaseException):
                     raise outcome
-                engine_s = engine_seconds(outcome, ctx.callback_s - before, encoded_before)
-                encoded_before += float(outcome.timings.get("encode", 0.0))
+                engine_s = engine_seconds(outcome, ctx.callback_s - before)
                 ctx.check()
                 output, metrics = _store(outcome, engine_s, ctx)
             except Exception as exc:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from worker.liveportrait.crop import (
     crop_transform,
+    limit_input,
     network_input,
     pt2_from_landmarks,
     warp_crop,
-    whole_image_transform,
+    whole_image_input,
 )
 
 
@@ -208,11 +210,30 @@ def test_bad_landmarks_are_refused() -> None:
         crop_transform(np.full((68, 2), 5.0))  # zero extent
 
 
-def test_whole_image_transform() -> None:
-    m_o2c, m_c2o = whole_image_transform(800, 600, 512)
-    np.testing.assert_allclose(m_o2c, np.diag([512 / 800, 512 / 600, 1.0]))
-    np.testing.assert_allclose(m_c2o @ m_o2c, np.eye(3), atol=1e-15)
-    np.testing.assert_allclose(m_c2o @ [512, 512, 1], [800, 600, 1])
+def test_input_limit_is_the_official_loaders() -> None:
+    # resize_to_limit(max_dim=1280, division=2): long side to 1280, the other truncated, then even.
+    rgb = np.random.default_rng(0).integers(0, 256, (1999, 3001, 3), dtype=np.uint8)
+    limited, to_input = limit_input(rgb)
+    assert limited.shape == (852, 1280, 3)  # int(1999 * 1280 / 3001) = 852, already even
+    expected = cv2.resize(rgb, (1280, 852))
+    np.testing.assert_array_equal(limited, expected)
+    # Pixel centres map back with cv2's convention.
+    np.testing.assert_allclose(to_input @ [0, 0, 1], [3001 / 1280 / 2 - 0.5, 1999 / 852 / 2 - 0.5, 1])
+    odd = np.zeros((301, 511, 3), np.uint8)
+    small, to_small = limit_input(odd)
+    assert small.shape == (300, 510, 3) and np.array_equal(to_small, np.eye(3))
+    same, _ = limit_input(np.zeros((1280, 720, 3), np.uint8))
+    assert same.shape == (1280, 720, 3)
+
+
+def test_whole_image_input_is_a_bilinear_resize() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    x = whole_image_input(rgb)
+    assert x.shape == (1, 3, 256, 256) and x.dtype == np.float32
+    expected = cv2.resize(rgb, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+    np.testing.assert_array_equal(x[0].transpose(1, 2, 0), expected)
+    crop = rgb[:256, :256]
+    np.testing.assert_array_equal(whole_image_input(crop)[0].transpose(1, 2, 0), crop / np.float32(255))
 
 
 def test_warp_crop_border_is_black() -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from tests.data import photo
 from worker.liveportrait.engine import Engine
-from worker.liveportrait.errors import InvalidImageError, NoFaceError
+from worker.liveportrait.errors import FaceIndexError, InvalidImageError, NoFaceError
 from worker.liveportrait.params import EditParams
 
 
@@ -65,11 +69,11 @@ def test_crop_alone_without_pasteback(engine: Engine, astronaut: np.ndarray, dsi
 
 
 def test_whole_image_without_crop(engine: Engine, noise: np.ndarray) -> None:
+    # As the official image path: the decoded 512x512 image, whatever flag_pasteback and dsize say.
     params = EditParams(flag_do_crop=False, flag_lip_zero=False, output_format="png")
-    result = engine.edit(encode(noise), params)
-    assert (result.width, result.height) == (420, 300)
-    crop_only = engine.edit(encode(noise), params.model_copy(update={"flag_pasteback": False}))
-    assert (crop_only.width, crop_only.height) == (512, 512)
+    for update in ({}, {"flag_pasteback": False}, {"dsize": 256}):
+        result = engine.edit(encode(noise), params.model_copy(update=update))
+        assert (result.width, result.height) == (512, 512), update
 
 
 def test_no_face_with_cropping_is_refused(engine: Engine, noise: np.ndarray) -> None:
@@ -196,7 +200,7 @@ def test_a_cancelled_item_does_not_sink_the_batch(engine: Engine, astronaut: np.
 
     def cancel_at_render() -> None:
         calls["n"] += 1
-        if calls["n"] > 5:  # after the five preparation stages: cancelled at the shared pass
+        if calls["n"] > 6:  # after the six preparation stages: cancelled at the shared pass
             raise Cancelled
 
     data = encode(astronaut)
@@ -205,3 +209,132 @@ def test_a_cancelled_item_does_not_sink_the_batch(engine: Engine, astronaut: np.
     )
     assert isinstance(outcomes[0], Cancelled)
     assert not isinstance(outcomes[1], Exception) and outcomes[1].width == 512
+
+
+def _changed_centre(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """(x, y) centroid of the pixels an edit changed by more than a few grey levels."""
+    changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 8
+    ys, xs = np.nonzero(changed)
+    assert len(xs) > 100, "the edit changed nothing"
+    return np.array([xs.mean(), ys.mean()])
+
+
+def test_a_sideways_photo_is_edited_where_its_face_is(engine: Engine, astronaut: np.ndarray) -> None:
+    # No EXIF to help: the face is found on the image turned back, and paste-back lands on the
+    # photo as it was sent (its own orientation and size).
+    upright = engine.edit(encode(astronaut), EditParams(smile=1.0, output_format="png"))
+    centre = _changed_centre(astronaut, np.asarray(decode(upright.data)))
+    sideways = np.ascontiguousarray(np.rot90(astronaut))  # a quarter turn counter-clockwise
+    lines: list[str] = []
+    result = engine.edit(encode(sideways), EditParams(smile=1.0, output_format="png"), log=lines.append)
+    out = np.asarray(decode(result.data))
+    assert out.shape == sideways.shape
+    assert any("turned" in line for line in lines)
+    # np.rot90 sends (x, y) to (y, W - 1 - x).
+    expected = np.array([centre[1], 511 - centre[0]])
+    assert np.linalg.norm(_changed_centre(sideways, out) - expected) < 12
+
+
+@pytest.fixture(scope="module")
+def two_faces(astronaut: np.ndarray) -> np.ndarray:
+    canvas = np.full((512, 920, 3), 128, np.uint8)
+    canvas[:, :512] = astronaut
+    canvas[64:448, 530:914] = cv2.resize(astronaut, (384, 384), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def test_face_index_picks_a_face_by_size(engine: Engine, two_faces: np.ndarray) -> None:
+    lines: list[str] = []
+    params = EditParams(smile=1.0, output_format="png")
+    largest = engine.edit(encode(two_faces), params, log=lines.append)
+    assert any("found 2 face(s)" in line and "editing the largest" in line for line in lines)
+    assert _changed_centre(two_faces, np.asarray(decode(largest.data)))[0] < 512
+    second = engine.edit(encode(two_faces), params.model_copy(update={"face_index": 1}))
+    assert _changed_centre(two_faces, np.asarray(decode(second.data)))[0] > 530
+    with pytest.raises(FaceIndexError, match=r"2 face\(s\)"):
+        engine.edit(encode(two_faces), params.model_copy(update={"face_index": 2}))
+    assert EditParams().face_index == 0  # fal's behaviour unless asked
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee"])
+def test_photos_without_a_person_are_refused(engine: Engine, name: str) -> None:
+    with pytest.raises(NoFaceError, match="safety checker"):
+        engine.edit(encode(photo(name)), EditParams(enable_safety_checker=True))
+
+
+def test_a_large_photo_is_cropped_from_the_limited_image(engine: Engine, astronaut: np.ndarray) -> None:
+    from worker.liveportrait.crop import crop_transform, network_input, warp_crop
+    from worker.liveportrait.engine import _Timer
+    from worker.liveportrait.face import get_detector
+
+    big = cv2.resize(astronaut, (2000, 2000), interpolation=cv2.INTER_CUBIC)
+    prep = engine.prepare(big, EditParams(), _Timer(None, None))
+    # The official loader's limit first (bilinear to 1280), then detection and the crop on that.
+    limited = cv2.resize(big, (1280, 1280))
+    m_o2c, _ = crop_transform(get_detector().detect(limited)[0].landmarks)
+    np.testing.assert_array_equal(prep.source, network_input(warp_crop(limited, m_o2c, 512)))
+    # Paste-back goes onto the original, at its full resolution.
+    result = engine.edit(encode(big, "JPEG", quality=90), EditParams(smile=1.0))
+    assert (result.width, result.height) == (2000, 2000)
+
+
+class _DecoderStarted(torch.nn.Module):
+    """The real decoder, noting when the shared pass reaches it."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.started = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.started = True
+        return self.inner(x)
+
+
+def test_a_cancellation_during_the_decoder_pass_ends_only_its_item(
+    tiny_weights_dir: Path, astronaut: np.ndarray
+) -> None:
+    from worker.liveportrait.engine import BatchItem
+
+    engine = Engine.load(tiny_weights_dir, arch="tiny", device="cpu")
+    decoder = _DecoderStarted(engine.nets.decoder)
+    engine.nets.decoder = decoder  # type: ignore[assignment]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancelled_once_decoding() -> None:
+        if decoder.started:
+            raise Cancelled
+
+    data = encode(astronaut)
+    items = [
+        BatchItem(data, EditParams(smile=1.0)),
+        BatchItem(data, EditParams(wink=10), check=cancelled_once_decoding),
+        BatchItem(data, EditParams(blink=-10)),
+    ]
+    outcomes = engine.edit_batch(items)
+    assert decoder.started
+    assert isinstance(outcomes[1], Cancelled)
+    for outcome in (outcomes[0], outcomes[2]):
+        assert not isinstance(outcome, Exception) and outcome.width == 512
+        assert outcome.timings["batch_size"] == 3
+
+
+def test_a_batched_items_time_excludes_the_others_preparation(engine: Engine, astronaut: np.ndarray) -> None:
+    from worker.liveportrait.engine import BatchItem
+
+    def slow_preparation(line: str) -> None:
+        if line.startswith(("detect:", "appearance:")):
+            time.sleep(0.6)
+
+    data = encode(astronaut)
+    start = time.perf_counter()
+    quick, slow = engine.edit_batch(
+        [BatchItem(data, EditParams()), BatchItem(data, EditParams(smile=1.0), log=slow_preparation)]
+    )
+    wall = time.perf_counter() - start
+    assert not isinstance(quick, Exception) and not isinstance(slow, Exception)
+    assert slow.timings["total"] - quick.timings["total"] > 1.0
+    # Shares: the totals add up to the batch's wall time, not twice the shared pass.
+    assert quick.timings["total"] + slow.timings["total"] == pytest.approx(wall, rel=0.1)

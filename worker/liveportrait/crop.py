@@ -113,13 +113,46 @@ def crop_transform(
     return m_o2c, np.linalg.inv(m_o2c)
 
 
-def whole_image_transform(width: int, height: int, dsize: int) -> tuple[np.ndarray, np.ndarray]:
-    """The flag_do_crop=false "crop": the whole image stretched onto the dsize x dsize square."""
-    if width <= 0 or height <= 0 or dsize <= 0:
-        raise ValueError(f"sizes must be positive, got {width}x{height} -> {dsize}")
-    m_o2c = np.diag([dsize / width, dsize / height, 1.0])
-    m_c2o = np.diag([width / dsize, height / dsize, 1.0])
-    return m_o2c, m_c2o
+# The official image path loads every source with this limit (`resize_to_limit(max_dim=1280,
+# division=2)`): the long side is reduced to 1,280 px and odd sizes lose their last row or column.
+INPUT_MAX_SIDE = 1280
+INPUT_DIVISION = 2
+
+
+def limit_input(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image the official pipeline detects, crops and feeds from, and the 3x3 matrix from its
+    pixel coordinates to `rgb`'s (identity when nothing changed)."""
+    height, width = rgb.shape[:2]
+    to_input = np.eye(3)
+    if max(height, width) > INPUT_MAX_SIDE:
+        # The official arithmetic: the long side becomes the limit, the other is truncated.
+        if height > width:
+            new_h, new_w = INPUT_MAX_SIDE, int(width * (INPUT_MAX_SIDE / height))
+        else:
+            new_w, new_h = INPUT_MAX_SIDE, int(height * (INPUT_MAX_SIDE / width))
+        # cv2.resize's default (bilinear), as the official loader calls it.
+        rgb = cv2.resize(rgb, (new_w, new_h))
+        sx, sy = width / new_w, height / new_h
+        # cv2.resize samples the centre of output pixel i at input (i + 0.5) * s - 0.5.
+        to_input = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    h2 = rgb.shape[0] - rgb.shape[0] % INPUT_DIVISION
+    w2 = rgb.shape[1] - rgb.shape[1] % INPUT_DIVISION
+    if h2 > 0 and w2 > 0 and (h2, w2) != rgb.shape[:2]:
+        # Dropping the last row/column keeps every other pixel where it was.
+        rgb = rgb[:h2, :w2]
+    return np.ascontiguousarray(rgb), to_input
+
+
+def whole_image_input(rgb: np.ndarray) -> np.ndarray:
+    """flag_do_crop=false: the network input is the whole (limited) image resized to 256x256 with
+    cv2's default bilinear interpolation, as the official `prepare_source` does; no crop, no stretch
+    onto dsize first."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 image, got {rgb.shape}")
+    if rgb.shape[:2] != (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE):
+        rgb = cv2.resize(rgb, (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE))
+    x = np.clip(rgb.astype(np.float32) / np.float32(255.0), 0.0, 1.0)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
 def warp_crop(rgb: np.ndarray, M_o2c: np.ndarray, dsize: int) -> np.ndarray:

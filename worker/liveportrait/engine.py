@@ -22,8 +22,8 @@ import torch
 
 from . import keypoints as kp
 from .arch import Arch, get_arch
-from .crop import crop_transform, network_input, warp_crop, whole_image_transform
-from .errors import NoFaceError
+from .crop import crop_transform, limit_input, network_input, warp_crop, whole_image_input
+from .errors import FaceIndexError, NoFaceError
 from .face import get_detector, lip_open_ratio
 from .imageio import decode_image, encode_image
 from .params import EditParams
@@ -55,13 +55,15 @@ class BatchItem:
 class PreparedPortrait:
     """Everything an edit needs that depends only on the image and the crop settings."""
 
-    image: np.ndarray  # the decoded original, RGB uint8
-    m_c2o: np.ndarray  # crop -> original, 3x3
+    image: np.ndarray  # the decoded original, RGB uint8, at full resolution
+    m_c2o: np.ndarray | None  # crop -> original, 3x3; None without a crop (flag_do_crop=false)
     crop_size: int
     feature: torch.Tensor  # F's volume
     motion: kp.SourceMotion
     x_s: torch.Tensor
     lip_ratio: float | None  # None when no face landmarks were available
+    source: np.ndarray | None = None  # the (1, 3, 256, 256) network input, kept for tests
+    faces_found: int = 0
 
 
 class _Timer:
@@ -105,6 +107,7 @@ def portrait_key(image: bytes, params: EditParams) -> tuple[object, ...]:
         params.vy_ratio,
         params.enable_safety_checker,
         params.flag_lip_zero,
+        params.face_index,
     )
 
 
@@ -184,22 +187,33 @@ class Engine:
 
     # -- per portrait -------------------------------------------------------------------------
     def prepare(self, image: np.ndarray, params: EditParams, timer: _Timer) -> PreparedPortrait:
+        # Detection, the crop and the network input all work on the image after the official
+        # loader's 1,280 px limit; paste-back goes onto the full-resolution original (`limited_to`).
+        with timer.stage("limit"):
+            limited, limited_to = limit_input(image)
         need_face = params.flag_do_crop or params.enable_safety_checker or params.flag_lip_zero
         face = None
+        found = 0
         if need_face:
             with timer.stage("detect"):
-                faces = get_detector().detect(image)
+                faces = get_detector().detect(limited)
+            found = len(faces)
             if faces:
-                face = faces[0]  # largest first
+                if params.face_index >= len(faces):
+                    raise FaceIndexError(
+                        f"face_index {params.face_index} is past the faces found: {len(faces)} "
+                        f"face(s), so face_index must be below {len(faces)}"
+                    )
+                face = faces[params.face_index]  # largest first
                 if timer.log is not None:
-                    timer.log(f"found {len(faces)} face(s); editing the largest")
+                    which = "the largest" if params.face_index == 0 else f"number {params.face_index} by size"
+                    timer.log(f"found {len(faces)} face(s) ({face.found_by}); editing {which}")
             elif params.enable_safety_checker:
                 raise NoFaceError("no face detected in the image (safety checker); send a portrait")
             elif params.flag_do_crop:
                 raise NoFaceError("no face found to crop; send a portrait or set flag_do_crop to false")
 
         with timer.stage("crop"):
-            h, w = image.shape[:2]
             if params.flag_do_crop and face is not None:
                 m_o2c, m_c2o = crop_transform(
                     face.landmarks,
@@ -209,10 +223,13 @@ class Engine:
                     vy_ratio=params.vy_ratio,
                     flag_do_rot=params.flag_do_rot,
                 )
+                crop = warp_crop(limited, m_o2c, params.dsize)
+                source_np = network_input(crop)
+                m_c2o_full: np.ndarray | None = limited_to @ m_c2o
             else:
-                m_o2c, m_c2o = whole_image_transform(w, h, params.dsize)
-            crop = warp_crop(image, m_o2c, params.dsize)
-            source = torch.from_numpy(network_input(crop)).to(self.device)
+                source_np = whole_image_input(limited)
+                m_c2o_full = None
+            source = torch.from_numpy(source_np).to(self.device)
 
         # Always float32, also with HALF_PRECISION: float16 moves the motion extractor's keypoints
         # and with them the whole edit (up to 14 grey levels in a CPU emulation of float16, against
@@ -226,7 +243,9 @@ class Engine:
         motion = kp.source_motion(raw)
         x_s = kp.source_keypoints(motion)
         lip_ratio = lip_open_ratio(face.landmarks) if face is not None else None
-        return PreparedPortrait(image, m_c2o, params.dsize, feature, motion, x_s, lip_ratio)
+        return PreparedPortrait(
+            image, m_c2o_full, params.dsize, feature, motion, x_s, lip_ratio, source_np, found
+        )
 
     # -- per edit -----------------------------------------------------------------------------
     def driving_keypoints(self, prep: PreparedPortrait, params: EditParams) -> torch.Tensor:
@@ -261,17 +280,34 @@ class Engine:
                 outcomes[i] = exc
         return kept
 
+    def _finish_crop(self, crop: np.ndarray, prep: PreparedPortrait, params: EditParams) -> np.ndarray:
+        if prep.m_c2o is None:
+            # flag_do_crop=false: the official image path returns the decoded 512x512 image as it
+            # is, whatever flag_pasteback and dsize say (there is no crop to paste back).
+            return crop
+        if params.flag_pasteback:
+            return paste_back(crop, prep.m_c2o, prep.image, crop_size=prep.crop_size)
+        return resize_crop(crop, prep.crop_size)
+
     def render_batch(
         self, preps: list[PreparedPortrait], params: list[EditParams], timers: list[_Timer]
     ) -> list[np.ndarray | Exception]:
         """Warp and decode several edits in one pass of W and G (the expensive part on a GPU,
         where a batch costs little more than one edit), then paste each back on its own. An item
-        whose check raises between the stages drops out; the others go on."""
+        whose check raises, or whose own step fails, at any point drops out; the others go on.
+        Each item is charged its share of the shared pass (`warping`, `decoder`)."""
         outcomes: list[Any] = [None] * len(preps)
         live = self._still_wanted(timers, list(range(len(preps))), outcomes)
+        x_d_parts: list[torch.Tensor] = []
+        for i in list(live):
+            try:
+                x_d_parts.append(self.driving_keypoints(preps[i], params[i]))
+            except Exception as exc:  # the item's own failure
+                outcomes[i] = exc
+                live.remove(i)
         if not live:
             return outcomes
-        x_d = torch.cat([self.driving_keypoints(preps[i], params[i]) for i in live])
+        x_d = torch.cat(x_d_parts)
         x_s = torch.cat([preps[i].x_s for i in live])
         feature = torch.cat([preps[i].feature for i in live]) if len(live) > 1 else preps[live[0]].feature
         with torch.inference_mode(), self.autocast():
@@ -290,15 +326,14 @@ class Engine:
             (out.float().permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
         )
         for j, i in enumerate(kept):
-            timers[i].record("warping", mid - start)
-            timers[i].record("decoder", end - mid)
-            with timers[i].stage("pasteback"):
-                if params[i].flag_pasteback:
-                    outcomes[i] = paste_back(
-                        crops[j], preps[i].m_c2o, preps[i].image, crop_size=preps[i].crop_size
-                    )
-                else:
-                    outcomes[i] = resize_crop(crops[j], preps[i].crop_size)
+            timers[i].record("warping", (mid - start) / len(live))
+            timers[i].record("decoder", (end - mid) / len(kept))
+            try:
+                # A cancellation that arrived during the shared pass ends only its own item here.
+                with timers[i].stage("pasteback"):
+                    outcomes[i] = self._finish_crop(crops[j], preps[i], params[i])
+            except Exception as exc:
+                outcomes[i] = exc
         return outcomes
 
     def _prepared(self, image: bytes, params: EditParams, timer: _Timer, max_pixels: int) -> PreparedPortrait:
@@ -315,10 +350,12 @@ class Engine:
             self.cache.put(key, prep)
         return prep
 
-    def _finish(self, result: np.ndarray, params: EditParams, timer: _Timer, start: float) -> EditResult:
+    def _finish(self, result: np.ndarray, params: EditParams, timer: _Timer, own_s: float) -> EditResult:
+        """Encode; `own_s` is the time spent on this item so far (its `total` goes on from there)."""
+        start = time.perf_counter()
         with timer.stage("encode"):
             data, content_type = encode_image(result, params.output_format)
-        timer.timings["total"] = time.perf_counter() - start
+        timer.timings["total"] = own_s + (time.perf_counter() - start)
         height, width = result.shape[:2]
         return EditResult(data, content_type, width, height, timer.timings)
 
@@ -334,32 +371,47 @@ class Engine:
         timer = _Timer(log, check)
         start = time.perf_counter()
         prep = self._prepared(image, params, timer, max_pixels)
-        return self._finish(self.render(prep, params, timer), params, timer, start)
+        result = self.render(prep, params, timer)
+        return self._finish(result, params, timer, time.perf_counter() - start)
 
     def edit_batch(
         self, items: list[BatchItem], *, max_pixels: int = 40_000_000
     ) -> list[EditResult | Exception]:
-        """Several edits at once: each portrait is prepared on its own (an error there, or a
-        cancellation, ends only that item), then the rest go through W and G as one batch. An
-        error of the shared pass itself (out of memory, a time limit) is raised."""
-        start = time.perf_counter()
+        """Several edits at once: each portrait is prepared on its own, then the rest go through W
+        and G as one batch. A failure or cancellation of one item at any stage ends only that
+        item. An error of the shared pass itself (out of memory, a time limit) is raised.
+
+        An item's `total` is its own preparation, its share of the shared pass, and its own
+        paste-back and encoding; never the other items' preparation."""
         outcomes: list[EditResult | Exception] = [RuntimeError("not run")] * len(items)
-        ready: list[tuple[int, PreparedPortrait, _Timer]] = []
+        ready: list[tuple[int, PreparedPortrait, _Timer, float]] = []
         for i, item in enumerate(items):
             timer = _Timer(item.log, item.check)
+            start = time.perf_counter()
             try:
-                ready.append((i, self._prepared(item.image, item.params, timer, max_pixels), timer))
+                prep = self._prepared(item.image, item.params, timer, max_pixels)
             except Exception as exc:  # the item's own failure: bad image, no face, cancelled
                 outcomes[i] = exc
+                continue
+            ready.append((i, prep, timer, time.perf_counter() - start))
         if not ready:
             return outcomes
-        rendered = self.render_batch(
-            [prep for _, prep, _ in ready], [items[i].params for i, _, _ in ready], [t for *_, t in ready]
-        )
-        for (i, _, timer), result in zip(ready, rendered, strict=True):
+        shared_start = time.perf_counter()
+        timers = [timer for _, _, timer, _ in ready]
+        preps = [prep for _, prep, _, _ in ready]
+        rendered = self.render_batch(preps, [items[i].params for i, *_ in ready], timers)
+        # The shared section less the items' own paste-backs, split evenly; with each item's own
+        # paste-back added back, the items' totals add up to the batch's wall time.
+        pastebacks = sum(t.timings.get("pasteback", 0.0) for t in timers)
+        share = max(0.0, time.perf_counter() - shared_start - pastebacks) / len(ready)
+        for (i, _, timer, prep_s), result in zip(ready, rendered, strict=True):
             if isinstance(result, Exception):
                 outcomes[i] = result
                 continue
             timer.timings["batch_size"] = float(len(ready))
-            outcomes[i] = self._finish(result, items[i].params, timer, start)
+            own_s = prep_s + share + timer.timings.get("pasteback", 0.0)
+            try:
+                outcomes[i] = self._finish(result, items[i].params, timer, own_s)
+            except Exception as exc:  # a cancellation before encoding, or the encoder's own failure
+                outcomes[i] = exc
         return outcomes

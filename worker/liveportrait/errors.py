@@ -21,6 +21,12 @@ class NoFaceError(EngineError):
     error_type = "face_not_found"
 
 
+class FaceIndexError(NoFaceError):
+    """`face_index` asks for a face past those found; the message names how many there are."""
+
+    error_type = "face_index_out_of_range"
+
+
 class WeightsError(EngineError):
     """The model weights are missing, or a checkpoint does not match the architecture."""
 

@@ -1,8 +1,25 @@
 """Offline face detection and 68-point landmarks with dlib (see shared/face-detection.md).
 
-The official pipeline uses InsightFace models fetched from a hub at run time; dlib's HOG detector
-and the iBUG 68-point predictor ship inside PyPI wheels, and the 68-point layout feeds the official
-crop rule directly (crop.pt2_from_landmarks).
+The official pipeline uses InsightFace models fetched from a hub at run time; dlib's HOG detector,
+its CNN (MMOD) detector and the iBUG 68-point predictor ship inside PyPI wheels, and the 68-point
+layout feeds the official crop rule directly (crop.pt2_from_landmarks).
+
+HOG alone misses ordinary photos: it finds frontal faces within about ±40° of upright and of at
+least 80 px (40 px with one pyramid upsampling, which costs four times as much). So detection is a
+cascade of passes (`PASSES`), cheapest first, stopping at the first pass that finds a face:
+
+1. upright, on a copy with a long side of 1,024 px, no upsampling: nearly every portrait ends
+   here, within the 150 ms budget;
+2. upright with one upsampling step: faces down to ~40 px;
+3. the image turned by 90°, 270°, 180° and the four diagonals: with HOG's ±40° every roll is
+   within reach of one of them (a phone photo saved sideways is common);
+4. upright with two upsampling steps: faces down to ~20 px (a group or distant shot);
+5. the CNN detector, more tolerant of pose, light and blur but about 2 s of CPU even at 512 px.
+
+A photo without a face runs every pass (about 1-3 s of CPU, BENCHMARKS.md).
+
+Boxes and landmarks always come back in the original image's coordinates and orientation, so the
+crop (which rotates by the landmarks' own eye-mouth axis) and paste-back work unchanged.
 """
 
 from __future__ import annotations
@@ -18,24 +35,59 @@ import numpy as np
 
 from worker.liveportrait.errors import WeightsError
 
-# Detection runs on a copy whose long side is at most this: HOG cost grows with the pixel count,
-# and faces worth editing stay well above the detector's ~40 px minimum at this size.
-DETECT_MAX_SIDE = 1024
-# One pyramid upsampling step lets the HOG detector find faces down to ~40 px (80 px without).
+# Long side of the copy detection works on, reduced or enlarged: HOG's cost grows with the pixel
+# count (about 100 ms of CPU at this size), and enlarging a small photo brings its faces up to
+# HOG's 80 px, as one pyramid upsampling would, at a fixed cost.
+DETECT_SIDE = 1024
+# HOG's smallest face at no upsampling; each upsampling step halves it.
+HOG_MIN_FACE_PX = 80.0
+# Faces smaller than this in the original photo are not searched for: a pass that could only find
+# smaller ones is skipped (so a small image never pays for the upsampled passes).
+MIN_FACE_PX = 24.0
+# Long side for the CNN fallback: its cost on a CPU is seconds even at this size (BENCHMARKS.md).
+CNN_MAX_SIDE = 512
+# Detections much weaker than the best one in the same pass are dropped (HOG false positives on
+# clothing score far below a real face and can be nearly as large).
 RELATIVE_MIN_SCORE = 0.25
-UPSAMPLE = 1
 
 _PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+_CNN_FILE = "mmod_human_face_detector.dat"
+
+
+@dataclass(frozen=True)
+class DetectPass:
+    """One try of the cascade. `angle` turns the image counter-clockwise (degrees) first."""
+
+    name: str
+    angle: float = 0.0
+    upsample: int = 0
+    cnn: bool = False
+    # The fallbacks search far more positions, so they need a clearer detection than the first pass.
+    min_score: float = 0.0
+
+
+PASSES: tuple[DetectPass, ...] = (
+    DetectPass("upright"),
+    DetectPass("upright, small faces", upsample=1, min_score=0.1),
+    *(DetectPass(f"turned {a}°", angle=a, min_score=0.1) for a in (90, 270, 180, 45, 315, 135, 225)),
+    DetectPass("upright, tiny faces", upsample=2, min_score=0.3),
+    DetectPass("cnn", cnn=True, min_score=0.3),
+)
 
 
 @dataclass(frozen=True, eq=False)
 class Face:
-    """One detected face. `box` is (x0, y0, x1, y1), half-open, in original-image pixels."""
+    """One detected face. `box` is (x0, y0, x1, y1), half-open, in original-image pixels (for a face
+    found turned, the axis-aligned box around the turned detection)."""
 
     box: tuple[float, float, float, float]
     landmarks: np.ndarray  # (68, 2) float64, iBUG order, original-image coordinates
-    # HOG detector margin (> 0 means detected); weak false positives score near 0.
+    # Detector margin (HOG) or confidence (CNN); > 0 means detected, weak false positives near 0.
     score: float = 0.0
+    # The pass that found it (PASSES[i].name), for the logs.
+    found_by: str = "upright"
+    # Face size in pixels: the detector's square side, measured in the original image.
+    size: float = 0.0
 
     @property
     def area(self) -> float:
@@ -52,63 +104,142 @@ def _models_dir() -> Path:
     return Path(spec.origin).parent / "models"
 
 
-class FaceDetector:
-    """HOG face detector plus 68-point shape predictor; one instance per process is enough."""
+def _scale_matrix(width: int, height: int, new_w: int, new_h: int) -> np.ndarray:
+    """original -> resized pixel coordinates, with cv2.resize's pixel-centre convention."""
+    sx, sy = new_w / width, new_h / height
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
-    def __init__(self, predictor_path: Path | None = None) -> None:
+
+def _resized(rgb: np.ndarray, max_side: int, min_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image with its long side clamped to [min_side, max_side], and original -> it (3x3)."""
+    height, width = rgb.shape[:2]
+    long_side = max(height, width)
+    target = min(max(long_side, min_side), max_side)
+    if target == long_side:
+        return rgb, np.eye(3)
+    k = target / long_side
+    new_w, new_h = max(1, round(width * k)), max(1, round(height * k))
+    interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (new_w, new_h), interpolation=interp), _scale_matrix(width, height, new_w, new_h)
+
+
+def _turned(rgb: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """`rgb` turned counter-clockwise by `angle` on a canvas large enough to hold all of it, and
+    the matrix from `rgb`'s coordinates to the turned image's (3x3)."""
+    if angle % 360 == 0:
+        return rgb, np.eye(3)
+    height, width = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    new_w = round(height * sin + width * cos)
+    new_h = round(height * cos + width * sin)
+    m[0, 2] += (new_w - width) / 2.0
+    m[1, 2] += (new_h - height) / 2.0
+    # Quarter turns are exact permutations of pixels; nearest keeps them so (and is cheaper).
+    exact = angle % 90 == 0
+    turned = cv2.warpAffine(
+        rgb,
+        m,
+        (new_w, new_h),
+        flags=cv2.INTER_NEAREST if exact else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+    return turned, np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+class FaceDetector:
+    """The detection cascade plus the 68-point shape predictor; one instance per process is enough."""
+
+    def __init__(self, predictor_path: Path | None = None, *, cnn_path: Path | None = None) -> None:
         import dlib  # deferred: only workers that detect faces pay for loading dlib
 
-        path = predictor_path if predictor_path is not None else _models_dir() / _PREDICTOR_FILE
-        if not path.is_file():
-            raise WeightsError(f"landmark model not found at {path}")
+        if predictor_path is None or cnn_path is None:
+            models = _models_dir()
+            predictor_path = predictor_path or models / _PREDICTOR_FILE
+            cnn_path = cnn_path or models / _CNN_FILE
+        if not predictor_path.is_file():
+            raise WeightsError(f"landmark model not found at {predictor_path}")
         self._dlib: Any = dlib
-        self._detector: Any = dlib.get_frontal_face_detector()
-        self._predictor: Any = dlib.shape_predictor(str(path))
+        self._hog: Any = dlib.get_frontal_face_detector()
+        self._predictor: Any = dlib.shape_predictor(str(predictor_path))
+        self._cnn_path = cnn_path
+        self._cnn: Any = None  # loaded on first use: most images never reach the fallback
         # dlib makes no promise that one detector object can run in several threads at once.
         self._lock = threading.Lock()
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """All frontal faces in an HxWx3 uint8 RGB image, largest box first."""
+    def _cnn_model(self) -> Any:
+        if self._cnn is None:
+            if not self._cnn_path.is_file():
+                raise WeightsError(f"CNN face detector model not found at {self._cnn_path}")
+            self._cnn = self._dlib.cnn_face_detection_model_v1(str(self._cnn_path))
+        return self._cnn
+
+    def detect(self, rgb: np.ndarray, passes: tuple[DetectPass, ...] = PASSES) -> list[Face]:
+        """All faces in an HxWx3 uint8 RGB image, largest first, from the first pass that finds any."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 uint8 RGB array, got {rgb.dtype} {rgb.shape}")
         rgb = np.ascontiguousarray(rgb)
-        height, width = rgb.shape[:2]
-        factor = min(1.0, DETECT_MAX_SIDE / max(height, width))
-        if factor < 1.0:
-            small_size = (max(1, round(width * factor)), max(1, round(height * factor)))
-            small = cv2.resize(rgb, small_size, interpolation=cv2.INTER_AREA)
-            # Per-axis factors, because rounding the small size makes them differ slightly.
-            fx, fy = width / small_size[0], height / small_size[1]
-        else:
-            small, fx, fy = rgb, 1.0, 1.0
-
-        faces: list[Face] = []
+        work, o2w = _resized(rgb, DETECT_SIDE, DETECT_SIDE)
+        small: tuple[np.ndarray, np.ndarray] | None = None
         with self._lock:
-            rects, scores, _ = self._detector.run(small, UPSAMPLE, 0.0)
-            for rect, score in zip(rects, scores, strict=True):
-                # dlib's right/bottom are inclusive pixel indices; +1 gives a half-open box.
-                box = (
-                    rect.left() * fx,
-                    rect.top() * fy,
-                    (rect.right() + 1) * fx,
-                    (rect.bottom() + 1) * fy,
-                )
-                # Landmarks are fitted on the full-resolution image for precision.
-                full_rect = self._dlib.rectangle(
-                    round(box[0]), round(box[1]), round(box[2]) - 1, round(box[3]) - 1
-                )
-                shape = self._predictor(rgb, full_rect)
-                pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-                pts.setflags(write=False)
-                faces.append(Face(box=box, landmarks=pts, score=float(score)))
-        # HOG false positives (on clothing, say) score far below a real face in the same image and
-        # can be nearly as large, so detections much weaker than the best one are dropped first.
-        if faces:
-            best = max(f.score for f in faces)
-            faces = [f for f in faces if f.score >= RELATIVE_MIN_SCORE * best]
+            for spec in passes:
+                if spec.upsample and not spec.cnn:
+                    # The sizes this pass adds over the one with one step less upsampling, in
+                    # original pixels: up to twice its minimum.
+                    largest_new = 2 * HOG_MIN_FACE_PX / 2**spec.upsample / o2w[0, 0]
+                    if largest_new < MIN_FACE_PX:
+                        continue
+                if spec.cnn:
+                    if small is None:
+                        small = _resized(rgb, CNN_MAX_SIDE, 0)
+                    image, o2i = small
+                else:
+                    image, o2i = work, o2w
+                turned, i2t = _turned(image, spec.angle)
+                faces = self._run_pass(spec, turned, np.linalg.inv(i2t @ o2i))
+                if faces:
+                    return faces
+        return []
+
+    def _run_pass(self, spec: DetectPass, image: np.ndarray, to_original: np.ndarray) -> list[Face]:
+        image = np.ascontiguousarray(image)
+        if spec.cnn:
+            found = [(d.rect, float(d.confidence)) for d in self._cnn_model()(image, spec.upsample)]
+        else:
+            rects, scores, _ = self._hog.run(image, spec.upsample, spec.min_score)
+            found = list(zip(rects, (float(s) for s in scores), strict=True))
+        found = [(rect, score) for rect, score in found if score >= spec.min_score]
+        if not found:
+            return []
+        best = max(score for _, score in found)
+        linear = float(np.sqrt(abs(np.linalg.det(to_original[:2, :2]))))
+        faces: list[Face] = []
+        for rect, score in found:
+            if score < RELATIVE_MIN_SCORE * best:
+                continue
+            shape = self._predictor(image, rect)
+            pts = _apply(to_original, np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64))
+            pts.setflags(write=False)
+            # dlib's right/bottom are inclusive pixel indices; +1 gives a half-open box.
+            x0, y0, x1, y1 = rect.left(), rect.top(), rect.right() + 1.0, rect.bottom() + 1.0
+            square = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64)
+            corners = _apply(to_original, square)
+            box = (
+                float(corners[:, 0].min()),
+                float(corners[:, 1].min()),
+                float(corners[:, 0].max()),
+                float(corners[:, 1].max()),
+            )
+            size = float(np.sqrt((x1 - x0) * (y1 - y0))) * linear
+            faces.append(Face(box=box, landmarks=pts, score=score, found_by=spec.name, size=size))
         # Largest first, as the official pipeline orders InsightFace boxes; the score only breaks
         # exact ties, so the order does not depend on dlib's output order.
-        faces.sort(key=lambda f: (f.area, f.score), reverse=True)
+        faces.sort(key=lambda f: (f.size, f.score), reverse=True)
         return faces
 
 

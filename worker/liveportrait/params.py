@@ -52,6 +52,14 @@ class EditParams(BaseModel):
     vy_ratio: float = Field(-0.125, ge=-1, le=1, description="Vertical offset of the crop.")
     enable_safety_checker: bool = Field(False, description="Refuse images without a face.")
     output_format: Literal["jpeg", "png"] = Field("jpeg", description="Output encoding.")
+    # Not in fal's schema: an extension whose default is fal's behaviour (the largest face), so a
+    # fal client never sends it. An index past the faces found is refused after detection (422).
+    face_index: int = Field(
+        0,
+        ge=0,
+        le=99,
+        description="Extension: which face to edit when there are several, 0 = the largest, then by size.",
+    )
 
     def expression_values(self) -> tuple[float, ...]:
         return tuple(float(getattr(self, name)) for name in EXPRESSION_FIELDS)
