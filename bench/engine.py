@@ -1,15 +1,15 @@
 """`make bench-engine`: per-stage and end-to-end timings of one edit, beside the official code's.
 
-Weights: the conformance kit's seed-0 checkpoints (generated once into .cache/), or, without the
-kit, stand-in weights of the same full architecture (timings do not depend on the values).
-Portrait: the kit's astronaut when present, else a synthetic image edited without cropping.
+Weights: the conformance kit's seed-0 checkpoints, regenerated once into .cache/ by the project's
+own generator (worker/liveportrait/kit_weights.py). Portrait: the kit's astronaut (tests/data).
 
     python bench/engine.py [--runs 5] [--threads N] [--device auto|cpu|cuda] [--half] [--compile]
                            [--batch 1,4,16]
 
 With --half and/or --compile the script first prints that configuration's conformance error: its
 output against a plain float32 eager run of the same engine on the same input, and (with the kit)
-against the official output as tests/engine/test_conformance.py measures it. On a GPU host:
+against the official output (the kit's vectors carried in tests/data) as
+tests/engine/test_conformance.py measures it. On a GPU host:
 
     python bench/engine.py --device cuda --half --batch 1,4,16
     python bench/engine.py --device cuda --half --compile --batch 1,4,16
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,49 +31,43 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.data import kit_vectors, photo  # noqa: E402
 from worker.liveportrait.engine import BatchItem, Engine, PortraitCache, _Timer  # noqa: E402
+from worker.liveportrait.kit_weights import write_kit_weights  # noqa: E402
 from worker.liveportrait.params import EditParams  # noqa: E402
-from worker.liveportrait.testing import write_random_weights  # noqa: E402
 
-KIT = ROOT.parent / "shared" / "liveportrait-kit"
 CACHE = ROOT / ".cache"
 # The official implementation, float32, 2 threads, on this 2-core machine (kit README, median of 5).
 OFFICIAL_CPU = {"appearance": 2.0, "motion": 2.3, "warping": 6.8, "decoder": 19.0}
-STAGES = ("decode", "detect", "crop", "appearance", "motion", "warping", "decoder", "pasteback", "encode")
+STAGES = (
+    "decode",
+    "limit",
+    "detect",
+    "crop",
+    "appearance",
+    "motion",
+    "warping",
+    "decoder",
+    "pasteback",
+    "encode",
+)
 KIT_EDITS = (0, 1, 2, 3)
 # tests/engine/test_conformance.py: decoded image within the kit's float16 rounding + 1e-4, uint8 within 1
 KIT_FLOAT_LIMIT = 5e-4 + 1e-4
 
 
 def weights_dir() -> Path:
-    if (KIT / "make_weights.py").is_file():
-        out = CACHE / "kit-seed0"
-        if not (out / "retargeting_models" / "stitching_retargeting_module.pth").is_file():
-            print("generating the kit's seed-0 weights into", out, flush=True)
-            subprocess.run(
-                [sys.executable, str(KIT / "make_weights.py"), str(out), "--seed", "0"],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-        return out
-    out = CACHE / "bench-full-random"
+    out = CACHE / "kit-seed0"
     if not (out / "retargeting_models" / "stitching_retargeting_module.pth").is_file():
-        write_random_weights(out, arch="full", seed=0)
+        print("generating the kit's seed-0 weights into", out, flush=True)
+        write_kit_weights(out, seed=0)
     return out
 
 
 def portrait() -> tuple[bytes, EditParams]:
-    params = {"smile": 1.0, "blink": -10.0, "output_format": "jpeg"}
-    if (KIT / "vectors_seed0.npz").is_file():
-        with np.load(KIT / "vectors_seed0.npz") as kit:
-            image = kit["source_image"]
-    else:
-        rng = np.random.default_rng(0)
-        image = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
-        params.update(flag_do_crop=False, flag_lip_zero=False)
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "PNG")
-    return buf.getvalue(), EditParams(**params)
+    Image.fromarray(photo("astronaut")).save(buf, "PNG")
+    return buf.getvalue(), EditParams(smile=1.0, blink=-10.0, output_format="jpeg")
 
 
 def sync(engine: Engine) -> None:
@@ -89,21 +82,24 @@ def to_u8(image: torch.Tensor) -> np.ndarray:
 
 def kit_errors(engine: Engine) -> tuple[float, int]:
     """Largest deviation of the decoded image from the official one over the kit's edits, as the
-    conformance test measures it (W and G on the kit's own feature volume and keypoints), as a
-    float and in grey levels of the uint8 crop, in this configuration (device, precision,
-    compilation): the cost of a speed option in accuracy."""
+    conformance test measures it (W and G on the kit's keypoints and the feature volume of its
+    input, on the elements tests/data carries), as a float and in grey levels of the uint8 crop,
+    in this configuration (device, precision, compilation): the cost of a speed option in accuracy."""
     worst_float, worst_u8 = 0.0, 0
-    with np.load(KIT / "vectors_seed0.npz") as kit:
-        feature = torch.from_numpy(kit["feature_3d"]).to(engine.device)
-        x_s = torch.from_numpy(kit["x_s"]).to(engine.device)
-        for i in KIT_EDITS:
-            x_d = torch.from_numpy(kit[f"edit{i}_x_d_stitched"]).to(engine.device)
-            with torch.inference_mode(), engine.autocast():
-                out = engine.nets.decoder(engine.nets.warping(feature, kp_driving=x_d, kp_source=x_s)["out"])
-            expected = kit[f"edit{i}_image_float"].astype(np.float32)
-            worst_float = max(worst_float, float(np.abs(out.float().cpu().numpy() - expected).max()))
-            diff = np.abs(to_u8(out).astype(int) - kit[f"edit{i}_image_u8"].astype(int))
-            worst_u8 = max(worst_u8, int(diff.max()))
+    kit = kit_vectors()
+    with torch.inference_mode():
+        feature = engine.nets.appearance(torch.from_numpy(kit["input_tensor"]).to(engine.device))
+    x_s = torch.from_numpy(kit["x_s"]).to(engine.device)
+    for i in KIT_EDITS:
+        x_d = torch.from_numpy(kit[f"edit{i}_x_d_stitched"]).to(engine.device)
+        with torch.inference_mode(), engine.autocast():
+            out = engine.nets.decoder(engine.nets.warping(feature, kp_driving=x_d, kp_source=x_s)["out"])
+        name = f"edit{i}_image_float"
+        got = kit.pick(name, out.float().cpu().numpy())
+        worst_float = max(worst_float, float(np.abs(got - kit.expected(name).astype(np.float32)).max()))
+        name = f"edit{i}_image_u8"
+        diff = np.abs(kit.pick(name, to_u8(out)).astype(int) - kit.expected(name).astype(int))
+        worst_u8 = max(worst_u8, int(diff.max()))
     return worst_float, worst_u8
 
 
@@ -146,16 +142,15 @@ def conformance(engine: Engine, args: argparse.Namespace, data: bytes, params: E
         f"  final image {got_u8.shape} uint8 (after paste-back): max |diff| {diff_u8.max()} grey levels, "
         f"mean {diff_u8.mean():.4f}, {100 * np.count_nonzero(diff_u8) / diff_u8.size:.2f}% of values differ"
     )
-    if (KIT / "vectors_seed0.npz").is_file():
-        got = kit_errors(engine)
-        ref = kit_errors(reference)
-        print(
-            f"  vs the kit's official output (edits {KIT_EDITS[0]}-{KIT_EDITS[-1]}, as the conformance "
-            f"test): "
-            f"decoded image max |diff| {got[0]:.2e} (float32 eager {ref[0]:.2e}, test limit "
-            f"{KIT_FLOAT_LIMIT:.0e}); uint8 crop max |diff| {got[1]} grey levels (float32 eager {ref[1]}, "
-            f"test limit 1)"
-        )
+    got = kit_errors(engine)
+    ref = kit_errors(reference)
+    print(
+        f"  vs the kit's official output (edits {KIT_EDITS[0]}-{KIT_EDITS[-1]}, as the conformance "
+        f"test): "
+        f"decoded image max |diff| {got[0]:.2e} (float32 eager {ref[0]:.2e}, test limit "
+        f"{KIT_FLOAT_LIMIT:.0e}); uint8 crop max |diff| {got[1]} grey levels (float32 eager {ref[1]}, "
+        f"test limit 1)"
+    )
     del reference
     if engine.device.type == "cuda":
         torch.cuda.empty_cache()
@@ -182,7 +177,7 @@ def main() -> None:
     data, params = portrait()
     if args.half or args.compile:
         conformance(engine, args, data, params)
-    elif (KIT / "vectors_seed0.npz").is_file():
+    else:
         error, _ = kit_errors(engine)
         print(f"conformance of this configuration: decoded image max |diff| vs the kit = {error:.2e}")
     engine.edit(data, params)  # warm-up: lazy detector load, allocator, kernels
