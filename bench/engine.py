@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from tests.data import kit_vectors, photo  # noqa: E402
 from worker.liveportrait.engine import BatchItem, Engine, PortraitCache, _Timer  # noqa: E402
 from worker.liveportrait.kit_weights import write_kit_weights  # noqa: E402
-from worker.liveportrait.params import EditParams  # noqa: E402
+from worker.liveportrait.params import EXPRESSION_FIELDS, EditParams  # noqa: E402
 
 CACHE = ROOT / ".cache"
 # The official implementation, float32, 2 threads, on this 2-core machine (kit README, median of 5).
@@ -101,6 +101,22 @@ def kit_errors(engine: Engine) -> tuple[float, int]:
         diff = np.abs(kit.pick(name, to_u8(out)).astype(int) - kit.expected(name).astype(int))
         worst_u8 = max(worst_u8, int(diff.max()))
     return worst_float, worst_u8
+
+
+def no_crop_errors(engine: Engine) -> list[int]:
+    """Grey levels between the official decoded image and the whole edit through `Engine.edit`
+    with flag_do_crop=false on the kit's 256x256 input crop, one figure per kit edit."""
+    kit = kit_vectors()
+    buf = io.BytesIO()
+    Image.fromarray(kit["input_crop256"]).save(buf, "PNG")
+    errors = []
+    for i in KIT_EDITS:
+        values = dict(zip(EXPRESSION_FIELDS, kit[f"edit{i}_params"].tolist(), strict=True))
+        params = EditParams(**values, flag_do_crop=False, flag_lip_zero=False, output_format="png")
+        out = np.asarray(Image.open(io.BytesIO(engine.edit(buf.getvalue(), params).data)).convert("RGB"))
+        name = f"edit{i}_image_u8"
+        errors.append(int(np.abs(kit.pick(name, out).astype(int) - kit.expected(name).astype(int)).max()))
+    return errors
 
 
 def outputs(engine: Engine, rgb: np.ndarray, params: EditParams) -> tuple[np.ndarray, np.ndarray, float]:
@@ -180,6 +196,8 @@ def main() -> None:
     else:
         error, _ = kit_errors(engine)
         print(f"conformance of this configuration: decoded image max |diff| vs the kit = {error:.2e}")
+        errors = ", ".join(str(e) for e in no_crop_errors(engine))
+        print(f"flag_do_crop=false through Engine.edit on the kit's crop, edits 0-3: {errors} grey levels")
     engine.edit(data, params)  # warm-up: lazy detector load, allocator, kernels
     runs = [engine.edit(data, params).timings for _ in range(args.runs)]
 
