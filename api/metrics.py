@@ -1,8 +1,9 @@
-"""`GET /metrics`: Prometheus exposition, aggregated at scrape time (core/metrics_queries.py).
+"""`GET /metrics`: Prometheus exposition, read at scrape time (core/metrics_queries.py).
 
-Every family comes from shared state, PostgreSQL or the workers' Redis heartbeats, never from
-this process's memory, so all API replicas expose the same values: scrape one of them (through
-the service address), or aggregate with max(), not sum().
+Every family comes from shared state, PostgreSQL (rollups kept as work finishes, and the
+unfinished rows) or the workers' Redis heartbeats, never from this process's memory, so all API
+replicas expose the same values: scrape one of them (through the service address), or aggregate
+with max(), not sum().
 """
 
 from __future__ import annotations
@@ -70,15 +71,10 @@ class DatabaseCollector(Collector):
     def _from_database(self) -> Iterator[Metric]:
         # Everything is gathered before anything is yielded: a failing query yields nothing half.
         with session_scope() as session:
-            by_status = q.requests_by_status(session)
-            outcomes = q.completed_by_outcome(session)
-            depth = q.queue_depth(session)
-            busy = q.busy_workers(session)
-            wait = q.wait_histogram(session)
-            run = q.run_histogram(session)
-            stages = q.stage_histograms(session)
-            deliveries = q.webhook_deliveries_by_state(session)
-            attempts = q.webhook_attempts_by_outcome(session)
+            snap = q.snapshot(session)
+        by_status, outcomes, depth = snap.by_status, snap.completed_by_outcome, snap.depth
+        busy, wait, run, stages = snap.busy_workers, snap.wait, snap.run, snap.stages
+        deliveries, attempts = snap.deliveries_by_state, snap.attempts_by_outcome
 
         requests = GaugeMetricFamily(
             f"{PREFIX}_requests", "Requests in the table by status", labels=["status"]

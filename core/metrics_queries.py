@@ -1,38 +1,48 @@
-"""The aggregates behind /metrics, read from PostgreSQL at scrape time.
+"""What /metrics reads from PostgreSQL: a scrape whose cost does not depend on the history.
 
 Why from the database and not from in-process counters: requests are submitted to one API
-replica, run by another process and completed there, and any replica may be scraped. Counting
-the rows makes every replica report the same truth with no multiprocess bookkeeping, and the
-numbers survive restarts. Histograms of wait and run time are therefore cumulative over the
-finished rows still in the table (rows deleted by retention leave them, which Prometheus sees as
-a counter reset, handled by rate()/increase()). Each query is one aggregate pass over the table.
+replica, run by another process and completed there, and any replica may be scraped. Reading
+shared state makes every replica report the same truth with no multiprocess bookkeeping, and
+the numbers survive restarts.
+
+Two sources, neither of them the finished rows:
+- Counters and histograms (requests completed, queue wait, run time, engine stages, webhook
+  attempts) are the rollups that each finishing transaction adds to (core/metric_rollups.py):
+  one GROUP BY over a few hundred rows. Deleting finished rows leaves them, so they only grow.
+- Gauges are counted from the unfinished rows, each query bounded by a partial index of them
+  (waiting: requests_waiting_order; running: requests_running_lease; pending deliveries:
+  webhook_deliveries_due; running attempts: webhook_attempts_open). The two gauges of finished
+  things, COMPLETED requests and delivered/failed deliveries, are rollups too: what entered the
+  state minus what left it (a redelivery, the retention sweep's deletions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-# Upper bounds (seconds): waits span sub-second to an hour of backlog, runs a GPU edit (about a
-# second) to a slow CPU one, stages a few milliseconds to seconds.
-WAIT_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-RUN_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
-STAGE_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+from core import metric_rollups as rollups
+from core.metric_rollups import RUN_BUCKETS, STAGE_BUCKETS, WAIT_BUCKETS, Histogram
 
-_WAIT = "EXTRACT(EPOCH FROM started_at - queued_at)"
-_RUN = "EXTRACT(EPOCH FROM finished_at - started_at)"
-_FINISHED_AND_STARTED = "status = 'COMPLETED' AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+__all__ = ["RUN_BUCKETS", "STAGE_BUCKETS", "WAIT_BUCKETS", "Histogram", "QueueDepth", "Snapshot", "snapshot"]
 
-
-@dataclass(frozen=True)
-class Histogram:
-    cumulative: list[int]  # one count per bucket bound, each including the ones below
-    count: int
-    total: float
+# Each reads only the rows of its partial index (the WHERE is the index's predicate).
+WAITING = text(
+    "SELECT count(*) FILTER (WHERE priority = 0), count(*) FILTER (WHERE priority <> 0),"
+    " COALESCE(EXTRACT(EPOCH FROM now() - min(queued_at)), 0)"
+    " FROM requests WHERE status = 'IN_QUEUE'"
+)
+RUNNING = text(
+    "SELECT count(*), count(DISTINCT worker) FILTER (WHERE lease_expires_at > now())"
+    " FROM requests WHERE status = 'IN_PROGRESS'"
+)
+WEBHOOKS_UNFINISHED = text(
+    "SELECT (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'),"
+    " (SELECT count(*) FROM webhook_attempts WHERE finished_at IS NULL)"
+)
+GAUGE_QUERIES = (WAITING, RUNNING, WEBHOOKS_UNFINISHED)
 
 
 @dataclass(frozen=True)
@@ -43,102 +53,50 @@ class QueueDepth:
     oldest_wait_s: float
 
 
-def _bucket_columns(value: str, buckets: Sequence[float]) -> str:
-    # Bounds are our own float constants, not input: formatting them into the SQL is safe.
-    return ", ".join(f"count(*) FILTER (WHERE {value} <= {float(b)!r})" for b in buckets)
+@dataclass(frozen=True)
+class Snapshot:
+    by_status: dict[str, int]  # IN_QUEUE, IN_PROGRESS, COMPLETED
+    completed_by_outcome: dict[str, int]  # `ok`, or the failure's error_type
+    depth: QueueDepth
+    busy_workers: int  # worker processes holding a live lease: each runs exactly one request
+    wait: Histogram  # queued to (last) start, finished requests that started
+    run: Histogram  # (last) start to completion, failures included
+    stages: dict[str, Histogram]  # engine stage timings that workers store with each result
+    deliveries_by_state: dict[str, int]  # pending, delivered, failed
+    # delivered (2xx), http_error (any other answer), error (timeout, refused, no connection),
+    # and running: the attempts open now (not finished, or their dispatcher died)
+    attempts_by_outcome: dict[str, int]
 
 
-def _histogram(row: Sequence[Any], buckets: Sequence[float]) -> Histogram:
-    counts = [int(v or 0) for v in row[: len(buckets)]]
-    return Histogram(counts, int(row[len(buckets)] or 0), float(row[len(buckets) + 1] or 0.0))
+def snapshot(session: Session) -> Snapshot:
+    """Everything /metrics reports from PostgreSQL: one read of the rollups, three of the gauges."""
+    sums = rollups.read(session)
+    waiting_normal, waiting_low, oldest = session.execute(WAITING).one()
+    running, busy = session.execute(RUNNING).one()
+    pending, open_attempts = session.execute(WEBHOOKS_UNFINISHED).one()
 
-
-def requests_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(text("SELECT status, count(*) FROM requests GROUP BY status")).all()
-    return {str(status): int(n) for status, n in rows}
-
-
-def completed_by_outcome(session: Session) -> dict[str, int]:
-    """`ok`, or the failure's error_type (client_cancelled, request_timeout, …)."""
-    rows = session.execute(
-        text(
-            "SELECT CASE WHEN error IS NULL THEN 'ok' ELSE COALESCE(error_type, 'error') END AS outcome,"
-            " count(*) FROM requests WHERE status = 'COMPLETED' GROUP BY outcome"
-        )
-    ).all()
-    return {str(outcome): int(n) for outcome, n in rows}
-
-
-def queue_depth(session: Session) -> QueueDepth:
-    row = session.execute(
-        text(
-            "SELECT count(*) FILTER (WHERE status = 'IN_QUEUE' AND priority = 0),"
-            " count(*) FILTER (WHERE status = 'IN_QUEUE' AND priority <> 0),"
-            " count(*) FILTER (WHERE status = 'IN_PROGRESS'),"
-            " COALESCE(EXTRACT(EPOCH FROM now() - min(queued_at) FILTER (WHERE status = 'IN_QUEUE')), 0)"
-            " FROM requests WHERE status <> 'COMPLETED'"
-        )
-    ).one()
-    return QueueDepth(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
-
-
-def busy_workers(session: Session) -> int:
-    """Worker processes holding a live lease: each runs exactly one request."""
-    return int(
-        session.execute(
-            text(
-                "SELECT count(DISTINCT worker) FROM requests"
-                " WHERE status = 'IN_PROGRESS' AND lease_expires_at > now()"
-            )
-        ).scalar_one()
+    outcomes = sums.counter(rollups.COMPLETED)
+    deleted = sums.counter(rollups.DELETED).get("", 0)
+    depth = QueueDepth(int(waiting_normal), int(waiting_low), int(running), float(oldest))
+    finished_deliveries = sums.counter(rollups.DELIVERIES)
+    return Snapshot(
+        by_status={
+            "IN_QUEUE": depth.waiting_normal + depth.waiting_low,
+            "IN_PROGRESS": depth.running,
+            "COMPLETED": sum(outcomes.values()) - deleted,
+        },
+        completed_by_outcome=outcomes,
+        depth=depth,
+        busy_workers=int(busy),
+        wait=sums.histogram(rollups.QUEUE_WAIT, "", WAIT_BUCKETS),
+        run=sums.histogram(rollups.RUN, "", RUN_BUCKETS),
+        stages={
+            stage: sums.histogram(rollups.STAGE, stage, STAGE_BUCKETS) for stage in sums.labels(rollups.STAGE)
+        },
+        deliveries_by_state={
+            "pending": int(pending),
+            "delivered": finished_deliveries.get("delivered", 0),
+            "failed": finished_deliveries.get("failed", 0),
+        },
+        attempts_by_outcome={**sums.counter(rollups.ATTEMPTS), "running": int(open_attempts)},
     )
-
-
-def wait_histogram(session: Session) -> Histogram:
-    """Queued to (last) start, over finished requests that started."""
-    sql = (
-        f"SELECT {_bucket_columns(_WAIT, WAIT_BUCKETS)}, count(*), sum({_WAIT})"
-        f" FROM requests WHERE {_FINISHED_AND_STARTED}"
-    )
-    return _histogram(session.execute(text(sql)).one(), WAIT_BUCKETS)
-
-
-def run_histogram(session: Session) -> Histogram:
-    """(Last) start to completion, failures included."""
-    sql = (
-        f"SELECT {_bucket_columns(_RUN, RUN_BUCKETS)}, count(*), sum({_RUN})"
-        f" FROM requests WHERE {_FINISHED_AND_STARTED}"
-    )
-    return _histogram(session.execute(text(sql)).one(), RUN_BUCKETS)
-
-
-def stage_histograms(session: Session) -> dict[str, Histogram]:
-    """Engine stage timings that workers store in each finished row's metrics.stages."""
-    value = "s.value::float8"
-    sql = (
-        f"SELECT s.key, {_bucket_columns(value, STAGE_BUCKETS)}, count(*), sum({value})"
-        " FROM requests r CROSS JOIN LATERAL jsonb_each_text("
-        "   CASE WHEN jsonb_typeof(r.metrics -> 'stages') = 'object'"
-        "   THEN r.metrics -> 'stages' ELSE '{}'::jsonb END) AS s"
-        " WHERE r.status = 'COMPLETED' GROUP BY s.key ORDER BY s.key"
-    )
-    return {str(row[0]): _histogram(row[1:], STAGE_BUCKETS) for row in session.execute(text(sql)).all()}
-
-
-def webhook_deliveries_by_state(session: Session) -> dict[str, int]:
-    rows = session.execute(text("SELECT state, count(*) FROM webhook_deliveries GROUP BY state")).all()
-    return {str(state): int(n) for state, n in rows}
-
-
-def webhook_attempts_by_outcome(session: Session) -> dict[str, int]:
-    """`delivered` (2xx), `http_error` (any other answer), `error` (timeout, refused, no
-    connection) and `running` (not finished yet, or its dispatcher died)."""
-    rows = session.execute(
-        text(
-            "SELECT CASE WHEN finished_at IS NULL THEN 'running'"
-            " WHEN status_code BETWEEN 200 AND 299 THEN 'delivered'"
-            " WHEN status_code IS NOT NULL THEN 'http_error' ELSE 'error' END AS outcome,"
-            " count(*) FROM webhook_attempts GROUP BY outcome"
-        )
-    ).all()
-    return {str(outcome): int(n) for outcome, n in rows}

@@ -14,7 +14,7 @@ from sqlalchemy import Row, Update, and_, bindparam, literal, or_, select, updat
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from core import webhook_outbox
+from core import metric_rollups, webhook_outbox
 from core.config import get_settings
 from core.failures import Failure
 from core.models import RequestRow, Status
@@ -238,7 +238,7 @@ def _complete_ok_statement() -> Update:
             metrics=bindparam("new_metrics"),
             logs=_appended_param(),
         )
-        .returning(*(_c[column.key] for column in webhook_outbox.COMPLETION_COLUMNS))
+        .returning(*(_c[column.key] for column in _COMPLETION_COLUMNS))
     )
 
 
@@ -285,16 +285,28 @@ def _finish(session: Session, request_id: uuid.UUID, conditions: tuple[Any, ...]
         update(RequestRow)
         .where(RequestRow.id == request_id, *conditions)
         .values(status=Status.COMPLETED.value, finished_at=utcnow(), lease_expires_at=None, **values)
-        .returning(*webhook_outbox.COMPLETION_COLUMNS)
+        .returning(*_COMPLETION_COLUMNS)
     )
     return _finished(session, session.execute(stmt).one_or_none())
 
 
+# What a completing UPDATE returns: the webhook payload's columns and the metrics' (timestamps,
+# outcome, stage timings), so that neither needs another read of the row.
+_COMPLETION_COLUMNS = tuple(
+    {
+        column.key: column
+        for column in (*webhook_outbox.COMPLETION_COLUMNS, *metric_rollups.COMPLETION_COLUMNS)
+    }.values()
+)
+
+
 def _finished(session: Session, done: Any) -> bool:
-    """After a completing UPDATE (`done`: its RETURNING row of COMPLETION_COLUMNS, or None if
-    it matched nothing): the webhook delivery, if any, joins the same transaction."""
+    """After a completing UPDATE (`done`: its RETURNING row of _COMPLETION_COLUMNS, or None if
+    it matched nothing): the metrics' counters and the webhook delivery, if any, join the same
+    transaction."""
     if done is None:
         return False
+    metric_rollups.record_completion(session, done)
     if done.webhook_url:
         webhook_outbox.enqueue(
             session, webhook_outbox.completion_of(done), user_id=get_settings().webhook_user_id

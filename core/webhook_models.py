@@ -88,7 +88,11 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
     error: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("delivery_id", "number", name="webhook_attempts_number"),)
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "number", name="webhook_attempts_number"),
+        # Attempts running now (a /metrics gauge, and a claim closing a lost one) without the log.
+        Index("webhook_attempts_open", "delivery_id", postgresql_where=text("finished_at IS NULL")),
+    )
 
 
 class WebhookSigningKey(Base):

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
+from core import metric_rollups
 from core.models import RequestRow, Status
 from core.webhook_models import DeliveryState, WebhookAttempt, WebhookDelivery
 
@@ -153,11 +154,13 @@ def claim_attempt(session: Session, delivery_id: uuid.UUID, *, lease_s: float) -
     if row is None:
         return None
     # An earlier attempt still open was run by a dispatcher that died: say so in the log.
-    session.execute(
+    lost = session.execute(
         update(WebhookAttempt)
         .where(WebhookAttempt.delivery_id == delivery_id, WebhookAttempt.finished_at.is_(None))
         .values(finished_at=now, error=LOST_ATTEMPT)
-    )
+        .returning(WebhookAttempt.id)
+    ).all()
+    metric_rollups.record_attempts(session, "error", len(lost))
     session.add(WebhookAttempt(delivery_id=delivery_id, number=row.attempts, started_at=now))
     return Claimed(
         delivery_id, row.request_id, row.url, row.user_id, row.body, row.attempts, row.round_attempts
@@ -172,6 +175,13 @@ class Outcome:
     @property
     def accepted(self) -> bool:
         return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def metric_outcome(self) -> str:
+        """`delivered` (2xx), `http_error` (any other answer), `error` (no answer)."""
+        if self.status_code is None:
+            return "error"
+        return "delivered" if 200 <= self.status_code < 300 else "http_error"
 
 
 class Next(enum.Enum):
@@ -199,11 +209,23 @@ def finish_attempt(
     countdown and `published_at` is set here; later ones are left to the sweep.
     """
     now = utcnow()
-    session.execute(
-        update(WebhookAttempt)
-        .where(WebhookAttempt.delivery_id == claimed.delivery_id, WebhookAttempt.number == claimed.attempt)
-        .values(finished_at=now, status_code=outcome.status_code, error=outcome.error)
+    this_attempt = (
+        WebhookAttempt.delivery_id == claimed.delivery_id,
+        WebhookAttempt.number == claimed.attempt,
     )
+    recorded = {"finished_at": now, "status_code": outcome.status_code, "error": outcome.error}
+    still_open = session.execute(
+        update(WebhookAttempt)
+        .where(*this_attempt, WebhookAttempt.finished_at.is_(None))
+        .values(**recorded)
+        .returning(WebhookAttempt.id)
+    ).one_or_none()
+    if still_open is not None:
+        metric_rollups.record_attempts(session, outcome.metric_outcome)
+    else:
+        # A later claim closed it as lost and counted it then (an `error`): the log gets the
+        # real outcome, the counters, which only grow, keep the first one.
+        session.execute(update(WebhookAttempt).where(*this_attempt).values(**recorded))
     common = {"lease_expires_at": None, "last_status_code": outcome.status_code, "last_error": outcome.error}
     pending = (
         WebhookDelivery.id == claimed.delivery_id,
@@ -211,20 +233,26 @@ def finish_attempt(
     )
     if outcome.accepted:
         # A success counts even if a slower duplicate attempt holds the lease now.
-        session.execute(
+        delivered = session.execute(
             update(WebhookDelivery)
             .where(*pending)
             .values(state=DeliveryState.DELIVERED.value, finished_at=now, **common)
-        )
+            .returning(WebhookDelivery.id)
+        ).one_or_none()
+        if delivered is not None:
+            metric_rollups.record_delivery_state(session, DeliveryState.DELIVERED.value, +1)
         return AfterAttempt(Next.DONE)
     # A failure is recorded only while this attempt is still the latest (fencing).
     mine = (*pending, WebhookDelivery.attempts == claimed.attempt)
     if claimed.round_attempt > len(retry_delays):
-        session.execute(
+        failed = session.execute(
             update(WebhookDelivery)
             .where(*mine)
             .values(state=DeliveryState.FAILED.value, finished_at=now, **common)
-        )
+            .returning(WebhookDelivery.id)
+        ).one_or_none()
+        if failed is not None:
+            metric_rollups.record_delivery_state(session, DeliveryState.FAILED.value, +1)
         return AfterAttempt(Next.DONE)
     delay = retry_delays[claimed.round_attempt - 1] * random.uniform(1 - JITTER, 1 + JITTER)
     soon = delay <= publish_within_s
@@ -294,9 +322,17 @@ def deliveries_of(
 
 def restart(session: Session, delivery_id: uuid.UUID) -> bool:
     """Start a finished (delivered or failed) delivery over with a full schedule."""
+    # The state it leaves, locked so that it cannot change before the UPDATE (the gauges of the
+    # finished states are kept from these transitions).
+    finished = (WebhookDelivery.id == delivery_id, WebhookDelivery.state != DeliveryState.PENDING.value)
+    left = session.execute(
+        select(WebhookDelivery.state).where(*finished).with_for_update()
+    ).scalar_one_or_none()
+    if left is None:
+        return False
     restarted = session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state != DeliveryState.PENDING.value)
+        .where(*finished)
         .values(
             state=DeliveryState.PENDING.value,
             round_attempts=0,
@@ -308,6 +344,7 @@ def restart(session: Session, delivery_id: uuid.UUID) -> bool:
         .returning(WebhookDelivery.id)
     ).scalar_one_or_none()
     if restarted is not None:
+        metric_rollups.record_delivery_state(session, left, -1)
         _mark_ready(session, delivery_id)
     return restarted is not None
 

@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, pool
 
 from core.config import get_settings
 from core.key_models import ApiKey  # noqa: F401  (registers the api_keys table)
+from core.metric_rollups import MetricRollup  # noqa: F401  (registers the metric_rollups table)
 from core.models import Base
 from core.webhook_models import WebhookDelivery  # noqa: F401  (registers the webhook tables)
 

@@ -1,11 +1,14 @@
 """/metrics and JSON logs end to end: one request with a webhook runs through the real API,
 workers and a webhook dispatcher; then every metric family is read back from /metrics, and the
-request_id is found in the API's, the worker's and the dispatcher's JSON log lines."""
+request_id is found in the API's, the worker's and the dispatcher's JSON log lines. Last, the
+counters are read again by a restarted API and after the finished rows are deleted."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,14 +18,16 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
+from core import metric_rollups
 from core.db import session_scope
 from core.models import RequestRow, Status
 from core.request_store import create, utcnow
+from core.webhook_models import DeliveryState, WebhookDelivery
 from tests.service.client_helpers import APP, submit, wait_completed
 from tests.service.conftest import ImageServer
-from tests.service.processes import BIN, Child
+from tests.service.processes import BIN, Child, start_api
 from tests.service.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -207,3 +212,67 @@ def test_json_logs_carry_the_request_id_everywhere(
 
     hook_lines = [e for e in _json_lines(dispatcher.log_path) if e.get("request_id") == rid]
     assert any("delivered" in e["message"] for e in hook_lines), hook_lines
+
+
+def _counters(samples: Samples) -> Samples:
+    """The counter and histogram samples; `running` attempts are a current count."""
+    return {
+        key: value
+        for key, value in samples.items()
+        if key[0].endswith(("_total", "_bucket", "_count", "_sum")) and ("outcome", "running") not in key[1]
+    }
+
+
+def _wait_delivered(request_id: str, timeout: float = 30) -> None:
+    # The receiver has the POST before the dispatcher commits the outcome.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope() as session:
+            states = session.execute(
+                select(WebhookDelivery.state).where(WebhookDelivery.request_id == uuid.UUID(request_id))
+            ).scalars()
+            if list(states) == [DeliveryState.DELIVERED.value]:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"the webhook of {request_id} was not recorded as delivered")
+
+
+def test_a_restarted_api_reads_the_same_counters(
+    api: str, finished: Finished, migrated: dict[str, str], logs_dir: Path
+) -> None:
+    _wait_delivered(finished.ok_id)
+    first = _scrape(api)
+    child, restarted = start_api(migrated, logs_dir, name="obs-api-restarted")
+    try:
+        second = _scrape(restarted)
+    finally:
+        child.stop()
+    assert _counters(second) == _counters(first)
+    assert _value(second, "portrait_requests_completed_total", outcome="ok") >= 1
+
+
+def test_counters_stay_monotonic_when_finished_rows_are_deleted(api: str, finished: Finished) -> None:
+    """Last in this module: the finished requests go, as the retention sweep deletes them."""
+    _wait_delivered(finished.ok_id)
+    before = _scrape(api)
+    ids = [uuid.UUID(finished.ok_id), uuid.UUID(finished.failed_id)]
+    with session_scope() as session:
+        states = session.execute(
+            delete(WebhookDelivery)
+            .where(WebhookDelivery.request_id.in_(ids))
+            .returning(WebhookDelivery.state)
+        ).scalars()
+        by_state = Counter(str(state) for state in states)
+        deleted = session.execute(
+            delete(RequestRow)
+            .where(RequestRow.id.in_(ids), RequestRow.status == Status.COMPLETED.value)
+            .returning(RequestRow.id)
+        ).all()
+        metric_rollups.record_deleted(session, requests=len(deleted), deliveries_by_state=by_state)
+    assert (len(deleted), dict(by_state)) == (2, {"delivered": 1})
+    after = _scrape(api)
+    assert _counters(after) == _counters(before)
+    completed = "portrait_requests"
+    assert _value(after, completed, status="COMPLETED") == _value(before, completed, status="COMPLETED") - 2
+    delivered = "portrait_webhook_deliveries"
+    assert _value(after, delivered, state="delivered") == _value(before, delivered, state="delivered") - 1
