@@ -106,19 +106,20 @@ def cases() -> Iterator[Case]:
     yield Case("no person", "noise", noise, None)
 
 
-def judge(case: Case, faces: list[Face]) -> bool:
+def judge(case: Case, faces: list[Face]) -> tuple[bool, float | None]:
+    """(found, eye-midpoint error in px of the best matching face among the largest)."""
     if case.eye_mid is None:
-        return not faces
+        return not faces, None
     if len(faces) < case.min_faces:
-        return False
+        return False, None
     # Any of the largest faces (two portraits of one size tie)
-    largest = [f for f in faces if f.size >= 0.9 * faces[0].size]
-    for face in largest:
+    errors = []
+    for face in (f for f in faces if f.size >= 0.9 * faces[0].size):
         lm = face.landmarks
         eye_mid = (lm[[36, 39]].mean(axis=0) + lm[[42, 45]].mean(axis=0)) / 2.0
-        if float(np.linalg.norm(eye_mid - case.eye_mid)) <= 0.25 * max(case.face_px, 8.0):
-            return True
-    return False
+        errors.append(float(np.linalg.norm(eye_mid - case.eye_mid)))
+    error = min(errors)
+    return error <= 0.25 * max(case.face_px, 8.0), error
 
 
 def timed(
@@ -145,16 +146,18 @@ def main() -> None:
     detector = get_detector()
     detector.detect(photo("astronaut"))  # load and warm up
 
-    print("| group | case | found | faces | pass | CPU ms | wall ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| group | case | found | faces | pass | eye error px | CPU ms | wall ms |")
+    print("|---|---|---|---|---|---|---|---|")
     by_group: dict[str, list[bool]] = {}
     for case in cases():
         wall, cpu, faces = timed(detector, case.image, args.repeat)
-        ok = judge(case, faces)
+        ok, error = judge(case, faces)
         by_group.setdefault(case.group, []).append(ok)
         found_by = faces[0].found_by if faces else "-"
         mark = "yes" if ok else "**no**"
-        print(f"| {case.group} | {case.name} | {mark} | {len(faces)} | {found_by} | {cpu:.0f} | {wall:.0f} |")
+        err = "-" if error is None else f"{error:.1f}"
+        cells = (case.group, case.name, mark, len(faces), found_by, err, f"{cpu:.0f}", f"{wall:.0f}")
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     print()
     for group, oks in by_group.items():
         print(f"{group}: {sum(oks)}/{len(oks)}")

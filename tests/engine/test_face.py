@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.data import photo
 from worker.liveportrait.crop import pt2_from_landmarks
-from worker.liveportrait.face import Face, FaceDetector, get_detector, lip_open_ratio
+from worker.liveportrait.face import DetectPass, Face, FaceDetector, get_detector, lip_open_ratio
 
 # Measured with dlib's 68-point predictor (face-detection.md): eye centres from the corners
 # 36/39 and 42/45, mouth centre from the corners 48/54.
@@ -122,3 +123,64 @@ def test_lip_open_ratio_indices() -> None:
     assert lip_open_ratio(closed) == 0.0
     with pytest.raises(ValueError):
         lip_open_ratio(lm[:60])
+
+
+@pytest.mark.parametrize("quarter_turns", [1, 2, 3])
+def test_a_turned_photo_is_found_and_mapped_back(
+    detector: FaceDetector, astronaut: np.ndarray, quarter_turns: int
+) -> None:
+    # np.rot90 turns counter-clockwise: (x, y) -> (y, W - 1 - x) for one quarter turn.
+    turned = np.ascontiguousarray(np.rot90(astronaut, k=quarter_turns))
+    faces = detector.detect(turned)
+    assert faces and faces[0].found_by.startswith("turned")
+
+    def to_turned(p: np.ndarray) -> np.ndarray:
+        for _ in range(quarter_turns):
+            p = np.array([p[1], 511 - p[0]])
+        return p
+
+    left, right, mouth = _eyes_mouth(faces[0])
+    assert np.linalg.norm(left - to_turned(LEFT_EYE)) < TOL_PX
+    assert np.linalg.norm(right - to_turned(RIGHT_EYE)) < TOL_PX
+    assert np.linalg.norm(mouth - to_turned(MOUTH)) < TOL_PX
+    x0, y0, x1, y1 = faces[0].box
+    assert x0 <= mouth[0] <= x1 and y0 <= mouth[1] <= y1
+
+
+def test_a_diagonal_roll_is_found(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    # 60°: beyond HOG's own reach upright, within it once turned by a quarter (the canvas grows
+    # to hold the whole turned photo, as a phone's rotation would).
+    m = cv2.getRotationMatrix2D((255.5, 255.5), 60, 1.0)
+    m[:, 2] += (700 - 512) / 2
+    rolled = cv2.warpAffine(astronaut, m, (700, 700))
+    faces = detector.detect(rolled)
+    assert faces and faces[0].found_by.startswith("turned")
+    expected = m[:, :2] @ ((LEFT_EYE + RIGHT_EYE) / 2) + m[:, 2]
+    left, right, _ = _eyes_mouth(faces[0])
+    assert np.linalg.norm((left + right) / 2 - expected) < 2 * TOL_PX
+
+
+def test_a_small_face_in_a_large_photo(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    # A 32 px face in a 1024 px scene: found by the upsampled pass, in original coordinates.
+    scene = cv2.resize(photo("coffee"), (1024, 768))
+    small = cv2.resize(astronaut, (180, 180), interpolation=cv2.INTER_AREA)
+    scene[300:480, 700:880] = small
+    faces = detector.detect(scene)
+    assert faces and faces[0].found_by == "upright, small faces"
+    k = 180 / 512
+    left, right, _ = _eyes_mouth(faces[0])
+    expected = np.array([700.0, 300.0]) + ((LEFT_EYE + RIGHT_EYE) / 2 + 0.5) * k - 0.5
+    assert np.linalg.norm((left + right) / 2 - expected) < TOL_PX
+    assert 20 < faces[0].size < 50
+
+
+def test_the_cnn_fallback_finds_the_face(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    faces = detector.detect(astronaut, passes=(DetectPass("cnn", cnn=True, min_score=0.3),))
+    assert faces and faces[0].found_by == "cnn"
+    left, right, _ = _eyes_mouth(faces[0])
+    assert np.linalg.norm(left - LEFT_EYE) < TOL_PX and np.linalg.norm(right - RIGHT_EYE) < TOL_PX
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee"])
+def test_no_face_in_photos_without_a_person(detector: FaceDetector, name: str) -> None:
+    assert detector.detect(photo(name)) == []
