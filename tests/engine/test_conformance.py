@@ -8,6 +8,8 @@ catches a change of any stage.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +182,56 @@ def test_decoded_image(edits: dict, kit: dict, i: int) -> None:
     assert np.abs(got - ref).max() <= FLOAT16_TOL
     diff = image_u8_error(kit, i, edits[i]["image"])
     assert diff <= 1, f"edit{i}: uint8 image off by {diff} grey levels"
+
+
+@contextlib.contextmanager
+def scaled(weight: torch.Tensor, factor: float) -> Iterator[None]:
+    with torch.no_grad():
+        weight.mul_(factor)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            weight.div_(factor)
+
+
+def test_the_carried_subsets_catch_a_change_of_any_stage(
+    nets: Networks, source: dict, edits: dict, kit: KitVectors
+) -> None:
+    """tests/data keeps 8,192 elements of each large tensor. Small changes of each stage, each
+    a few times the tolerance over the whole tensor, must fail the subset comparison too, and the
+    subset must see most of the whole tensor's error (`ours` is this engine's full output, which
+    matches the official one within the tolerance)."""
+
+    def both(name: str, ours: torch.Tensor, changed: torch.Tensor) -> tuple[float, float]:
+        whole = relative_error(changed, ours.numpy())
+        return whole, kit_error(kit, name, changed)
+
+    image = torch.from_numpy(kit["input_tensor"])
+    first_conv = next(
+        m for m in nets.appearance.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d)
+    )
+    with torch.inference_mode():
+        with scaled(first_conv.weight, 1.0 + 1e-3):
+            changed = nets.appearance(image)
+        whole, sub = both("feature_3d", source["feature"], changed)
+        assert sub > REL_TOL and sub > 0.5 * whole, ("appearance weights", whole, sub)
+        # A local change: one 16x16 patch of the input a little brighter.
+        patched = image.clone()
+        patched[..., 120:136, 120:136] += 2 / 255
+        whole, sub = both("feature_3d", source["feature"], nets.appearance(patched))
+        assert sub > REL_TOL, ("input patch", whole, sub)
+
+        x_s = torch.from_numpy(kit["x_s"])
+        x_d = torch.from_numpy(kit["edit0_x_d_stitched"]) * (1.0 + 2e-3)
+        warped = nets.warping(source["feature"], kp_driving=x_d, kp_source=x_s)
+        whole, sub = both("edit0_warped", edits[0]["warped"], warped["out"])
+        assert sub > REL_TOL and sub > 0.5 * whole, ("warping", whole, sub)
+        whole, sub = both("edit0_occlusion", edits[0]["occlusion"], warped["occlusion_map"])
+        assert sub > REL_TOL, ("occlusion", whole, sub)
+        decoded = nets.decoder(warped["out"])
+    float_sub = float(
+        np.abs(kit.pick("edit0_image_float", decoded.numpy()) - kit.expected("edit0_image_float")).max()
+    )
+    assert float_sub > FLOAT16_TOL, ("decoder float", float_sub)
+    assert image_u8_error(kit, 0, decoded) > 1, "decoder uint8"
