@@ -24,7 +24,7 @@ from . import keypoints as kp
 from .arch import Arch, get_arch
 from .crop import crop_transform, limit_input, network_input, warp_crop, whole_image_input
 from .errors import FaceIndexError, NoFaceError
-from .face import get_detector, lip_open_ratio
+from .face import PASSES, get_detector, lip_open_ratio
 from .imageio import decode_image, encode_image
 from .params import EditParams
 from .pasteback import paste_back, resize_crop
@@ -191,12 +191,15 @@ class Engine:
         # loader's 1,280 px limit; paste-back goes onto the full-resolution original (`limited_to`).
         with timer.stage("limit"):
             limited, limited_to = limit_input(image)
-        need_face = params.flag_do_crop or params.enable_safety_checker or params.flag_lip_zero
+        must_find = params.flag_do_crop or params.enable_safety_checker
         face = None
         found = 0
-        if need_face:
+        if must_find or params.flag_lip_zero:
+            # Lip zero alone only refines an uncropped edit, so it does not pay for the fallbacks
+            # (up to seconds on an image without a face): the upright pass only.
+            passes = PASSES if must_find else PASSES[:1]
             with timer.stage("detect"):
-                faces = get_detector().detect(limited)
+                faces = get_detector().detect(limited, passes)
             found = len(faces)
             if faces:
                 if params.face_index >= len(faces):
