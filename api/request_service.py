@@ -86,7 +86,7 @@ async def submit(
         # cancellation, where the commit may have happened: a row without its object is worse
         # than an object without a row.
         if stored:
-            await run_in_threadpool(_forget_input, request_id)
+            await run_in_threadpool(_forget_input, request_id, stored)
         raise
     background.enqueue(view.id, priority)
     return await request_queries.settle_position(view)
@@ -127,9 +127,9 @@ def _put_input(request_id: uuid.UUID, image_url: str, settings: Settings) -> str
         ) from exc
 
 
-def _forget_input(request_id: uuid.UUID) -> None:
+def _forget_input(request_id: uuid.UUID, ref: str) -> None:
     try:
-        delete_input(get_store(), request_id)
+        delete_input(get_store(), ref)
     except Exception:
         # The submit's own error is the one to answer with; this object is only an orphan.
         log.warning("could not delete the stored input of refused request %s", request_id, exc_info=True)

@@ -62,7 +62,12 @@ class Settings(BaseSettings):
     # duration per request, up to RESULT_RETENTION_MAX_S.
     result_retention_s: int = Field(3600, ge=1)
     result_retention_max_s: int = Field(30 * 24 * 3600, ge=60)
-    retention_sweep_interval_s: float = Field(60.0, ge=0)  # 0: no result sweep in the API
+    retention_sweep_interval_s: float = Field(60.0, ge=0)  # 0: no retention sweeps in the API
+    # A finished request's row (status, error, logs) and its webhook deliveries are deleted this
+    # long after it ended, and never before its result expired; then it answers 404.
+    row_retention_s: int = Field(7 * 24 * 3600, ge=1)
+    # Rows (results, rows) or objects (uploads) per sweep batch: one transaction, one DeleteObjects.
+    sweep_batch_size: int = Field(1000, ge=1, le=1000)
     reconcile_interval_s: float = Field(15.0, ge=0)  # 0: no reconciler loop in the API process
     status_stream_poll_s: float = Field(0.2, gt=0)
     status_stream_keepalive_s: float = Field(5.0, gt=0)

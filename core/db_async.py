@@ -47,7 +47,7 @@ def asyncpg_dsn(database_url: str) -> str:
     return f"{scheme.split('+', 1)[0]}{sep}{rest}"
 
 
-async def _setup(conn: asyncpg.Connection) -> None:
+async def setup_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -71,7 +71,7 @@ async def _pool() -> asyncpg.Pool:
                 asyncpg_dsn(settings.database_url),
                 min_size=1,
                 max_size=settings.api_db_pool_size,
-                init=_setup,
+                init=setup_connection,
                 reset=_keep_state,
                 timeout=settings.api_db_connect_timeout_s,
                 command_timeout=settings.api_db_command_timeout_s,

@@ -16,6 +16,10 @@ from core.config import Settings
 from core.request_store import utcnow
 
 _WINDOW_S = 60.0
+# Both read only what the limits are about, never the key's history: its unfinished rows (the
+# partial index requests_unfinished_owner) and its rows of the last minute (requests_owner_recent).
+IN_FLIGHT_SQL = "SELECT count(*) FROM requests WHERE owner_key_id = $1 AND status <> 'COMPLETED'"
+RECENT_SQL = "SELECT count(*), min(queued_at) FROM requests WHERE owner_key_id = $1 AND queued_at > $2"
 # A request in flight ends at an unknown time; clients should come back after about this long.
 _IN_FLIGHT_RETRY_S = 5
 
@@ -40,9 +44,7 @@ async def check(conn: asyncpg.Connection, key_id: str, settings: Settings) -> No
     # two keys' submissions, it never lets a limit through.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "key-limit:" + key_id)
     if settings.key_max_in_flight:
-        in_flight = await conn.fetchval(
-            "SELECT count(*) FROM requests WHERE owner_key_id = $1 AND status <> 'COMPLETED'", key_id
-        )
+        in_flight = await conn.fetchval(IN_FLIGHT_SQL, key_id)
         if in_flight >= settings.key_max_in_flight:
             raise LimitExceeded(
                 f"Too many requests in flight for this key (limit {settings.key_max_in_flight})",
@@ -50,11 +52,7 @@ async def check(conn: asyncpg.Connection, key_id: str, settings: Settings) -> No
             )
     if settings.key_max_submits_per_minute:
         since = utcnow() - timedelta(seconds=_WINDOW_S)
-        count, oldest = await conn.fetchrow(
-            "SELECT count(*), min(queued_at) FROM requests WHERE owner_key_id = $1 AND queued_at > $2",
-            key_id,
-            since,
-        )
+        count, oldest = await conn.fetchrow(RECENT_SQL, key_id, since)
         if count >= settings.key_max_submits_per_minute:
             # The window frees a slot when its oldest submission leaves it.
             wait = (oldest - since).total_seconds() if oldest is not None else _WINDOW_S

@@ -79,6 +79,8 @@ COMPLETION_COLUMNS = (
 Key = tuple[str, str, float]
 # Session.info key: this transaction's increments, {(family, label, bucket): [count, total]}.
 _PENDING = "metric_rollups_pending"
+# Set once a session carries the two listeners that write (or drop) its pending increments.
+_HOOKED = "metric_rollups_hooked"
 
 # ORDER BY: the rows' locks are taken in this one order by every transaction.
 _UPSERT = text(
@@ -100,6 +102,11 @@ READ = text(
 
 
 def _add(session: Session, family: str, label: str, bucket: float, count: int, total: float = 0.0) -> None:
+    if not session.info.get(_HOOKED):
+        # On this session only: the rest of the process's sessions pay nothing at their commits.
+        event.listen(session, "before_commit", _write_pending)
+        event.listen(session, "after_transaction_end", _forget_pending)
+        session.info[_HOOKED] = True
     pending: dict[Key, list[Any]] = session.info.setdefault(_PENDING, {})
     entry = pending.setdefault((family, label, bucket), [0, 0.0])
     entry[0] += count
@@ -156,7 +163,6 @@ def record_deleted(session: Session, *, requests: int, deliveries_by_state: Mapp
         record_delivery_state(session, state, -n)
 
 
-@event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     pending: dict[Key, list[Any]] | None = session.info.pop(_PENDING, None)
     if not pending:
@@ -175,7 +181,6 @@ def _write_pending(session: Session) -> None:
     )
 
 
-@event.listens_for(Session, "after_transaction_end")
 def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
     # Increments of a transaction that rolled back (or was closed without a commit) never count.
     if transaction.parent is None:

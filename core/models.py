@@ -1,4 +1,4 @@
-"""The one table: a row per request, the source of truth for status, queue order and results."""
+"""The requests table: a row per request, the source of truth for status, queue order and results."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ class RequestRow(Base):
     owner_key_id: Mapped[str | None] = mapped_column(String(64))
     # How long the result is kept after the request ended; None: RESULT_RETENTION_S.
     retention_s: Mapped[int | None] = mapped_column(Integer)
+    # When the result (output files, result body, stored input) is due for deletion: the
+    # completion sets it from retention_s or RESULT_RETENTION_S, so the sweep reads an index.
+    result_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When the retention sweep deleted the result and its files.
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Past this instant a request that has not started fails with request_timeout.
@@ -90,13 +93,25 @@ class RequestRow(Base):
             "queued_at",
             postgresql_where=text("status = 'IN_QUEUE'"),
         ),
-        # Per-key limits count a key's unfinished and recent requests.
+        # Per-key limits: submissions in the last minute (a range of recent rows) ...
         Index("requests_owner_recent", "owner_key_id", "queued_at"),
-        # The retention sweep looks at finished rows whose result is still there.
+        # ... and requests in flight, without reading the key's finished history.
         Index(
-            "requests_unexpired_finished",
-            "finished_at",
+            "requests_unfinished_owner",
+            "owner_key_id",
+            postgresql_where=text("status <> 'COMPLETED'"),
+        ),
+        # The result sweep reads finished rows whose result is still there, oldest due first.
+        Index(
+            "requests_result_due",
+            "result_expires_at",
             postgresql_where=text("status = 'COMPLETED' AND expired_at IS NULL"),
+        ),
+        # The row sweep reads rows whose result is gone, oldest finished first.
+        Index(
+            "requests_row_due",
+            "finished_at",
+            postgresql_where=text("status = 'COMPLETED' AND expired_at IS NOT NULL"),
         ),
         Index(
             "requests_running_lease",

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, Update, and_, bindparam, literal, or_, select, update
+from sqlalchemy import Row, Update, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -217,6 +217,7 @@ def complete_ok(
         "new_output": output,
         "new_metrics": metrics,
         "new_logs": logs or [],
+        "default_retention_s": get_settings().result_retention_s,
     }
     return _finished(session, session.execute(_complete_ok_statement(), params).one_or_none())
 
@@ -233,6 +234,7 @@ def _complete_ok_statement() -> Update:
         .values(
             status=Status.COMPLETED.value,
             finished_at=bindparam("finished_at"),
+            result_expires_at=_result_expiry(bindparam("finished_at"), bindparam("default_retention_s")),
             lease_expires_at=None,
             output=bindparam("new_output"),
             metrics=bindparam("new_metrics"),
@@ -279,12 +281,28 @@ def _with_logs(logs: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {"logs": _appended(logs)} if logs else {}
 
 
+def _result_expiry(finished_at: Any, default_retention_s: Any) -> Any:
+    """When a result finished at `finished_at` is due for deletion: its own retention_s, or the
+    default in force when it finished."""
+    return finished_at + func.make_interval(
+        0, 0, 0, 0, 0, 0, func.coalesce(_c.retention_s, default_retention_s)
+    )
+
+
 def _finish(session: Session, request_id: uuid.UUID, conditions: tuple[Any, ...], **values: Any) -> bool:
     """The one way into COMPLETED: the webhook delivery, if any, joins this same transaction."""
+    now = utcnow()
+    expiry = _result_expiry(literal(now), get_settings().result_retention_s)
     stmt = (
         update(RequestRow)
         .where(RequestRow.id == request_id, *conditions)
-        .values(status=Status.COMPLETED.value, finished_at=utcnow(), lease_expires_at=None, **values)
+        .values(
+            status=Status.COMPLETED.value,
+            finished_at=now,
+            result_expires_at=expiry,
+            lease_expires_at=None,
+            **values,
+        )
         .returning(*_COMPLETION_COLUMNS)
     )
     return _finished(session, session.execute(stmt).one_or_none())

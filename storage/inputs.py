@@ -1,6 +1,6 @@
 """Request inputs kept in the bucket instead of the row: a large data URI's bytes.
 
-The row's `input.image_url` then holds storage.keys.input_ref(id), a few dozen characters, so
+The row's `input.image_url` then holds storage.keys.input_ref(key), a few dozen characters, so
 that the row stays small whatever the image's size; the worker reads the object through the S3
 API and the result sweep deletes it with the outputs. Clients cannot send such a reference
 themselves: api.schemas accepts only http(s) URLs and data URIs as image_url.
@@ -13,7 +13,7 @@ import uuid
 
 from botocore.exceptions import ClientError
 
-from storage.keys import INPUT_REF_PREFIX, input_key, input_ref
+from storage.keys import INPUT_REF_PREFIX, input_key, input_ref, key_of_ref, random_name
 from storage.s3 import ObjectStore
 
 # Data URIs up to this many characters stay in the row: a small icon costs the row less than
@@ -33,32 +33,32 @@ def is_ref(image_url: str) -> bool:
     return image_url.startswith(INPUT_REF_PREFIX)
 
 
-def key_of_ref(image_url: str) -> str:
-    return image_url[len(INPUT_REF_PREFIX) :]
-
-
 def content_type_for(media_type: str) -> str:
     return media_type.lower() if _MEDIA_TYPE.fullmatch(media_type) else _FALLBACK_TYPE
 
 
 def put_input(store: ObjectStore, request_id: uuid.UUID, data: bytes, media_type: str) -> str:
     """Write the input and return the reference to keep in the row (blocking: call off the loop)."""
-    store.put(input_key(request_id), data, content_type_for(media_type))
-    return input_ref(request_id)
+    key = input_key(request_id, random_name())
+    store.put(key, data, content_type_for(media_type))
+    return input_ref(key)
 
 
-def delete_input(store: ObjectStore, request_id: uuid.UUID) -> None:
+def delete_input(store: ObjectStore, ref: str) -> None:
     """Remove an input whose row was never inserted (blocking: call off the loop)."""
-    store.client.delete_object(Bucket=store.bucket, Key=input_key(request_id))
+    key = key_of_ref(ref)
+    if key is not None:
+        store.client.delete_object(Bucket=store.bucket, Key=key)
 
 
 def read_input(store: ObjectStore, image_url: str, *, max_bytes: int) -> bytes:
     """The bytes a reference names; StoredInputMissing if the object no longer exists."""
+    key = key_of_ref(image_url) or ""
     try:
-        data, _ = store.get(key_of_ref(image_url), max_bytes=max_bytes)
+        data, _ = store.get(key, max_bytes=max_bytes)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in {"404", "NoSuchKey", "NotFound"}:
-            raise StoredInputMissing(key_of_ref(image_url)) from exc
+            raise StoredInputMissing(key) from exc
         raise
     return data

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
+import string
 import uuid
 
 # A request's input written to the bucket at submit (a large data URI) is named in its row by
 # this prefix and its key, so that the row stays small and the result sweep knows what to delete.
 INPUT_REF_PREFIX = "stored-input:"
+_NAME_ALPHABET = string.ascii_letters + string.digits
 
 
 def output_key(request_id: uuid.UUID, file_name: str) -> str:
@@ -17,12 +20,23 @@ def output_prefix(request_id: uuid.UUID) -> str:
     return f"outputs/{request_id}/"
 
 
-def input_key(request_id: uuid.UUID) -> str:
-    return f"inputs/{request_id}/image"
+def random_name(suffix: str = "") -> str:
+    """A file name nobody can guess: a request id alone must not lead to its files when the
+    bucket is public (S3_PUBLIC_BASE_URL)."""
+    return "".join(secrets.choice(_NAME_ALPHABET) for _ in range(12)) + suffix
 
 
-def input_ref(request_id: uuid.UUID) -> str:
-    return INPUT_REF_PREFIX + input_key(request_id)
+def input_key(request_id: uuid.UUID, file_name: str) -> str:
+    return f"inputs/{request_id}/{file_name}"
+
+
+def input_ref(key: str) -> str:
+    return INPUT_REF_PREFIX + key
+
+
+def key_of_ref(ref: str) -> str | None:
+    """The object key a stored-input reference names, or None if `ref` is no such reference."""
+    return ref[len(INPUT_REF_PREFIX) :] if ref.startswith(INPUT_REF_PREFIX) else None
 
 
 def upload_key(upload_id: uuid.UUID, file_name: str) -> str:

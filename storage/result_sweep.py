@@ -1,57 +1,94 @@
-"""Deletes results older than their retention: the output files in S3, then the result in the row.
+"""The retention sweeps of finished requests (core/retention.py): results first, then rows.
 
-Files first: if the sweep dies between the two, the row is still due and the next round deletes
-again (deleting a missing object is harmless), so no file outlives its row's expiry. Several API
-processes may sweep at once for the same reason.
+Results: within one transaction a batch of due rows is locked, their output files and stored
+inputs are deleted from S3, then the rows are marked expired. If the sweep dies in between, the
+transaction rolls back and the rows are still due, so the next round deletes again (deleting a
+missing object is harmless) and no file outlives its row's expiry.
+
+Rows: a batch of rows whose result has expired and that ended ROW_RETENTION_S ago is deleted
+with its webhook deliveries, in one transaction that also moves the metrics' gauges.
+
+Every batch is claimed with SKIP LOCKED, so any number of API processes sweep together without
+repeating each other's work; a round drains the backlog batch by batch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from typing import Any
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
+from core import metric_rollups
 from core.config import Settings
 from core.db import session_scope
-from core.retention import due_for_expiry, mark_expired
+from core.retention import DueResult, claim_due_results, delete_rows, mark_expired
+from storage.keys import INPUT_REF_PREFIX, output_key, output_prefix
 from storage.s3 import ObjectStore, get_store
 
 log = logging.getLogger(__name__)
 
 
-def delete_outputs(store: ObjectStore, request_id: uuid.UUID) -> int:
-    s3: Any = store.client
-    prefix = f"outputs/{request_id}/"
-    keys = [
-        obj["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix)
-        for obj in page.get("Contents", [])
-    ]
-    if keys:
-        s3.delete_objects(Bucket=store.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
-    return len(keys)
+def _keys_of(store: ObjectStore, due: DueResult) -> Iterator[str]:
+    if due.output_file:
+        yield output_key(due.request_id, due.output_file)
+    if due.input_key:
+        yield due.input_key
+    if due.attempts > 1:
+        # An earlier run may have stored an output before its worker was lost: only a listing
+        # finds those (rare, so the common row costs no listing).
+        yield from store.keys_under(output_prefix(due.request_id))
 
 
-def sweep_once(settings: Settings, store: ObjectStore | None = None) -> int:
-    """One round; returns how many results expired."""
+def expire_results_once(
+    settings: Settings, store: ObjectStore | None = None, now: datetime | None = None
+) -> int:
+    """One batch of results; returns how many expired."""
     store = store or get_store()
     with session_scope() as session:
-        due = due_for_expiry(session, settings.result_retention_s)
-    expired = 0
-    for request_id in due:
-        delete_outputs(store, request_id)
-        with session_scope() as session:
-            expired += mark_expired(session, request_id)
-    return expired
+        due = claim_due_results(
+            session, settings.sweep_batch_size, input_ref_prefix=INPUT_REF_PREFIX, now=now
+        )
+        store.delete_keys(key for item in due for key in _keys_of(store, item))
+        return mark_expired(session, [item.request_id for item in due], now=now)
+
+
+def delete_rows_once(settings: Settings, now: datetime | None = None) -> int:
+    """One batch of rows; returns how many were deleted."""
+    with session_scope() as session:
+        deleted = delete_rows(session, settings.row_retention_s, settings.sweep_batch_size, now=now)
+        if deleted.requests:
+            metric_rollups.record_deleted(
+                session, requests=deleted.requests, deliveries_by_state=deleted.deliveries_by_state
+            )
+        return deleted.requests
+
+
+def drain(batch: Callable[[], int], settings: Settings, stop: threading.Event | None = None) -> int:
+    """Run `batch()` until it returns less than a full batch (the backlog is cleared)."""
+    total = 0
+    while stop is None or not stop.is_set():
+        done = batch()
+        total += done
+        if done < settings.sweep_batch_size:
+            break
+    return total
+
+
+def sweep_once(settings: Settings, stop: threading.Event | None = None) -> tuple[int, int]:
+    """One round: every due result, then every due row; returns both counts."""
+    store = get_store()
+    expired = drain(lambda: expire_results_once(settings, store), settings, stop)
+    deleted = drain(lambda: delete_rows_once(settings), settings, stop)
+    return expired, deleted
 
 
 def run_forever(settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.retention_sweep_interval_s):
         try:
-            expired = sweep_once(settings)
+            expired, deleted = sweep_once(settings, stop)
         except Exception:
-            log.exception("result sweep failed; retrying next round")
+            log.exception("retention sweep failed; retrying next round")
             continue
-        if expired:
-            log.info("result sweep: %d results expired", expired)
+        if expired or deleted:
+            log.info("retention sweep: %d results expired, %d rows deleted", expired, deleted)

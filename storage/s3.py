@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -19,7 +20,16 @@ from storage.file_urls import key_from_service_path
 NO_CONTINUE_MAX_BYTES = 16 * 1024 * 1024
 
 
+_BUCKET_EXISTS = {"BucketAlreadyExists", "BucketAlreadyOwnedByYou"}
+# DeleteObjects' limit of keys per call.
+DELETE_BATCH = 1000
+
+
 class ObjectTooLarge(Exception):
+    pass
+
+
+class DeleteFailed(RuntimeError):
     pass
 
 
@@ -54,7 +64,12 @@ class ObjectStore:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code not in {"404", "NoSuchBucket", "NotFound"} or not self._create_bucket:
                 raise
-            self._client.create_bucket(Bucket=self.bucket)
+            try:
+                self._client.create_bucket(Bucket=self.bucket)
+            except ClientError as race:
+                # Another process (or thread) created it between our check and our create.
+                if str(race.response.get("Error", {}).get("Code", "")) not in _BUCKET_EXISTS:
+                    raise
         self._bucket_checked = True
 
     @property
@@ -75,6 +90,33 @@ class ObjectStore:
             raise ObjectTooLarge(f"{head['ContentLength']} bytes")
         obj = self._client.get_object(Bucket=self.bucket, Key=key)
         return obj["Body"].read(max_bytes + 1), obj.get("ContentType")
+
+    def list_pages(self, prefix: str) -> Iterator[list[dict[str, Any]]]:
+        """The objects under `prefix`, a listing page (up to DELETE_BATCH objects) at a time.
+
+        ListObjects (version 1, paged by the last key) rather than ListObjectsV2: the local S3
+        server (s3rver) answers V2 with an internal error once a prefix holds more than a page.
+        """
+        for page in self._client.get_paginator("list_objects").paginate(Bucket=self.bucket, Prefix=prefix):
+            yield list(page.get("Contents", []))
+
+    def keys_under(self, prefix: str) -> Iterator[str]:
+        for page in self.list_pages(prefix):
+            yield from (obj["Key"] for obj in page)
+
+    def delete_keys(self, keys: Iterable[str]) -> int:
+        """Delete these keys, DELETE_BATCH per call; raises DeleteFailed if S3 refused any (a
+        missing key is no refusal)."""
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), DELETE_BATCH):
+            chunk = unique[start : start + DELETE_BATCH]
+            answer = self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+            errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                raise DeleteFailed(f"S3 refused to delete {len(errors)} objects, e.g. {errors[0]}")
+        return len(unique)
 
     def url_for(self, key: str) -> str:
         if self._public_base:

@@ -1,8 +1,9 @@
 """Deletes uploads older than UPLOAD_RETENTION_S, and abandoned multipart uploads.
 
 A sweep rather than an S3 lifecycle rule: the local S3 server (s3rver) and some S3-compatible
-servers ignore lifecycle configuration. Several API processes may sweep at once; deleting an
-object twice is harmless.
+servers ignore lifecycle configuration. One API process sweeps at a time (a PostgreSQL advisory
+lock: the others skip the round rather than list the same objects again), page by page, each
+page's expired objects in one DeleteObjects call.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.config import Settings
+from core.db import session_scope
 from storage.s3 import ObjectStore, get_store
 from storage.uploads import UPLOAD_PREFIX
 
 log = logging.getLogger(__name__)
-_DELETE_BATCH = 1000  # DeleteObjects' limit
+# hashtext() of this names the advisory lock that makes one process the sweeper of a round.
+_LOCK_NAME = "portrait-queue:upload-sweep"
 
 
 @dataclass(frozen=True)
@@ -32,15 +37,23 @@ class SweepResult:
 def sweep_once(store: ObjectStore, retention_s: int, now: datetime | None = None) -> SweepResult:
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=retention_s)
     s3: Any = store.client
-    expired: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=UPLOAD_PREFIX):
-        expired.extend(obj["Key"] for obj in page.get("Contents", []) if obj["LastModified"] < cutoff)
-    for start in range(0, len(expired), _DELETE_BATCH):
-        batch = expired[start : start + _DELETE_BATCH]
-        s3.delete_objects(
-            Bucket=store.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
-        )
-    return SweepResult(deleted=len(expired), aborted=_abort_stale_multipart(s3, store.bucket, cutoff))
+    deleted = 0
+    # A page is at most 1,000 keys (DELETE_BATCH): memory stays flat whatever the backlog.
+    for page in store.list_pages(UPLOAD_PREFIX):
+        deleted += store.delete_keys(obj["Key"] for obj in page if obj["LastModified"] < cutoff)
+    return SweepResult(deleted=deleted, aborted=_abort_stale_multipart(s3, store.bucket, cutoff))
+
+
+def sweep_if_leader(store: ObjectStore, retention_s: int) -> SweepResult | None:
+    """A round by the one process that holds the sweep's lock; None where another holds it."""
+    with session_scope() as session:
+        # Transaction-scoped: released by the commit, or by PostgreSQL if this process dies.
+        leader = session.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtext(:name))"), {"name": _LOCK_NAME}
+        ).scalar_one()
+        if not leader:
+            return None
+        return sweep_once(store, retention_s)
 
 
 def _abort_stale_multipart(s3: Any, bucket: str, cutoff: datetime) -> int:
@@ -60,11 +73,11 @@ def _abort_stale_multipart(s3: Any, bucket: str, cutoff: datetime) -> int:
 def run_forever(settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.upload_sweep_interval_s):
         try:
-            result = sweep_once(get_store(), settings.upload_retention_s)
-        except (BotoCoreError, ClientError):
+            result = sweep_if_leader(get_store(), settings.upload_retention_s)
+        except (BotoCoreError, ClientError, SQLAlchemyError, RuntimeError):
             log.exception("upload sweep failed; retrying next round")
             continue
-        if result.deleted or result.aborted:
+        if result is not None and (result.deleted or result.aborted):
             log.info(
                 "upload sweep: deleted %d files, aborted %d multipart uploads", result.deleted, result.aborted
             )

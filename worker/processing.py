@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
-import string
 import time
 import uuid
 from contextlib import ExitStack
@@ -20,7 +18,7 @@ from core.db import session_scope
 from core.db_retry import retry_unavailable
 from core.failures import Failure
 from core.request_store import claim, claim_waiting, complete_failed, complete_ok, give_up_expired, utcnow
-from storage.keys import output_key
+from storage.keys import output_key, random_name
 from storage.s3 import get_store
 from worker import engine_runtime
 from worker.fetch import FetchLimits, fetch_input
@@ -34,7 +32,6 @@ from worker.run_context import Cancelled, RunContext
 log = logging.getLogger(__name__)
 
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}
-_NAME_ALPHABET = string.ascii_letters + string.digits
 
 
 def worker_name() -> str:
@@ -260,7 +257,7 @@ def _fetch(payload: dict[str, Any], ctx: RunContext, settings: Settings) -> tupl
 def _store(result: EditResult, engine_s: float, ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
     store = get_store()
     extension = _EXTENSIONS.get(result.content_type, "bin")
-    file_name = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(12)) + f".{extension}"
+    file_name = random_name(f".{extension}")
     key = output_key(ctx.request_id, file_name)
     store.put(key, result.data, result.content_type)
     ctx.log(f"output stored: {result.width}x{result.height} {result.content_type}")
