@@ -67,6 +67,10 @@ async def start_deadline(
     return utcnow() + timedelta(seconds=seconds)
 
 
+# Like image_url's cap: it is stored in the row, which stays small whatever the caller sends.
+WEBHOOK_URL_MAX_CHARS = 2048
+
+
 async def webhook_url(
     fal_webhook: Annotated[
         str | None, Query(description="URL to POST the result to when the request completes.")
@@ -76,7 +80,10 @@ async def webhook_url(
         return None
     url = fal_webhook.strip()
     message = None
-    if not url.lower().startswith(("http://", "https://")):
+    if len(url) > WEBHOOK_URL_MAX_CHARS:
+        message = f"is too long ({len(url)} characters; at most {WEBHOOK_URL_MAX_CHARS})"
+        url = url[:64] + "…"  # the error need not echo the whole of it
+    elif not url.lower().startswith(("http://", "https://")):
         message = "must be an http(s) URL"
     else:
         # The image URLs' SSRF rules; each delivery attempt checks again (DNS can change).

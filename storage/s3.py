@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -23,6 +24,8 @@ NO_CONTINUE_MAX_BYTES = 16 * 1024 * 1024
 _BUCKET_EXISTS = {"BucketAlreadyExists", "BucketAlreadyOwnedByYou"}
 # DeleteObjects' limit of keys per call.
 DELETE_BATCH = 1000
+# DeleteObjects calls one delete_keys keeps in flight at once.
+_DELETE_CALLS = 8
 
 
 class ObjectTooLarge(Exception):
@@ -108,15 +111,23 @@ class ObjectStore:
         """Delete these keys, DELETE_BATCH per call; raises DeleteFailed if S3 refused any (a
         missing key is no refusal)."""
         unique = sorted(set(keys))
-        for start in range(0, len(unique), DELETE_BATCH):
-            chunk = unique[start : start + DELETE_BATCH]
-            answer = self._client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-            )
-            errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
-            if errors:
-                raise DeleteFailed(f"S3 refused to delete {len(errors)} objects, e.g. {errors[0]}")
+        if not unique:
+            return 0
+        # Several calls in flight: a server that deletes object by object (s3rver: files and
+        # folders on disk) then works on several at once, and any server answers sooner.
+        size = max(1, min(DELETE_BATCH, -(-len(unique) // _DELETE_CALLS)))
+        chunks = [unique[start : start + size] for start in range(0, len(unique), size)]
+        with ThreadPoolExecutor(max_workers=min(_DELETE_CALLS, len(chunks))) as pool:
+            refused = [e for errors in pool.map(self._delete_chunk, chunks) for e in errors]
+        if refused:
+            raise DeleteFailed(f"S3 refused to delete {len(refused)} objects, e.g. {refused[0]}")
         return len(unique)
+
+    def _delete_chunk(self, chunk: list[str]) -> list[dict[str, Any]]:
+        answer = self._client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
+        return [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
 
     def url_for(self, key: str) -> str:
         if self._public_base:

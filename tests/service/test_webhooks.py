@@ -250,7 +250,14 @@ def test_dispatcher_killed_mid_delivery_loses_nothing(
 
 
 def test_private_webhook_refused_at_submit(hook_api: str) -> None:
-    for hook in ("http://10.0.0.1/hook", "http://169.254.169.254/latest", "http://[::1]:8080/x", "ftp://a/b"):
+    too_long = "https://example.com/" + "h" * 2100  # the row stays small: at most 2,048 characters
+    for hook in (
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest",
+        "http://[::1]:8080/x",
+        "ftp://a/b",
+        too_long,
+    ):
         response = httpx.post(
             f"{hook_api}/{APP}",
             json={"image_url": "https://example.com/a.jpg"},
