@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from api.app_ids import AppId
 from core.config import Settings
-from worker.liveportrait.params import EXPRESSION_FIELDS, EditParams
+from core.edit_params import EXPRESSION_FIELDS, EditParams
 
 STATIC_DIR = Path(__file__).parent / "playground"
 # Served by name from this list only: no path from the URL ever reaches the filesystem.

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from worker.liveportrait.params import EditParams
+from core.edit_params import EditParams
 
 _URL_SCHEMES = ("http://", "https://", "data:")
 # A URL is stored in the request's row as sent, and a row stays under 8 KB; browsers and CDNs

@@ -31,10 +31,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.edit_params import EXPRESSION_FIELDS, EditParams  # noqa: E402
 from tests.data import kit_vectors, photo  # noqa: E402
 from worker.liveportrait.engine import BatchItem, Engine, PortraitCache, _Timer  # noqa: E402
 from worker.liveportrait.kit_weights import write_kit_weights  # noqa: E402
-from worker.liveportrait.params import EXPRESSION_FIELDS, EditParams  # noqa: E402
 
 CACHE = ROOT / ".cache"
 # The official implementation, float32, 2 threads, on this 2-core machine (kit README, median of 5).

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cli.errors import CliError, summarise_detail
-from worker.liveportrait.params import EditParams
+from core.edit_params import EditParams
 
 _FLAG_PREFIX = "flag_"
 

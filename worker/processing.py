@@ -16,6 +16,7 @@ from core import failures
 from core.config import Settings, get_settings
 from core.db import session_scope
 from core.db_retry import retry_unavailable
+from core.edit_params import EditParams
 from core.failures import Failure
 from core.request_store import claim, claim_waiting, complete_failed, complete_ok, give_up_expired, utcnow
 from storage.keys import output_key, random_name
@@ -26,7 +27,6 @@ from worker.image_probe import probe_image
 from worker.input_errors import InputRejected
 from worker.liveportrait.engine import BatchItem, EditResult
 from worker.liveportrait.errors import EngineError, WeightsError
-from worker.liveportrait.params import EditParams
 from worker.run_context import Cancelled, RunContext
 
 log = logging.getLogger(__name__)

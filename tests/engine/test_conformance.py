@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from core.edit_params import EXPRESSION_FIELDS
 from tests.data import KitVectors
 from worker.liveportrait import keypoints as kp
 from worker.liveportrait.arch import FULL
-from worker.liveportrait.params import EXPRESSION_FIELDS
 from worker.liveportrait.weights import Networks, load_networks
 
 REL_TOL = 1e-4

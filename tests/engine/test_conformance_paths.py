@@ -20,11 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
+from core.edit_params import EXPRESSION_FIELDS, EditParams
 from tests.data import KitVectors
 from worker.liveportrait import keypoints as kp
 from worker.liveportrait.engine import Engine
 from worker.liveportrait.face import get_detector, lip_open_ratio
-from worker.liveportrait.params import EXPRESSION_FIELDS, EditParams
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_CROP = {"flag_do_crop": False, "flag_lip_zero": False, "output_format": "png"}

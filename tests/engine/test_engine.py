@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from core.edit_params import EditParams
 from tests.data import photo
 from worker.liveportrait.engine import Engine
 from worker.liveportrait.errors import FaceIndexError, InvalidImageError, NoFaceError
-from worker.liveportrait.params import EditParams
 
 
 def encode(rgb: np.ndarray, fmt: str = "PNG", **kwargs: object) -> bytes:
@@ -122,8 +122,8 @@ def test_lip_zero_adds_the_lip_delta_only_for_open_lips(engine: Engine, astronau
 
 
 def test_every_control_changes_the_driving_keypoints(engine: Engine, astronaut: np.ndarray) -> None:
+    from core.edit_params import EXPRESSION_FIELDS
     from worker.liveportrait.engine import _Timer
-    from worker.liveportrait.params import EXPRESSION_FIELDS
 
     prep = engine.prepare(astronaut, EditParams(), _Timer(None, None))
     base = engine.driving_keypoints(prep, EditParams()).numpy()

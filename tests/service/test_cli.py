@@ -110,7 +110,7 @@ def test_friendly_one_line_errors(server: tuple[str, str], image_server: ImageSe
 
 
 def test_every_schema_field_is_an_option() -> None:
-    from worker.liveportrait.params import EditParams
+    from core.edit_params import EditParams
 
     help_text = run("edit", "--help").stdout
     for name in EditParams.model_fields:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from core.edit_params import EditParams
+
 from .errors import EngineError
-from .params import EditParams
 
 EXTENSION_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 

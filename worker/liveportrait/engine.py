@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.edit_params import EditParams
+
 from . import keypoints as kp
 from .arch import Arch, get_arch
 from .crop import crop_transform, limit_input, network_input, warp_crop, whole_image_input
 from .errors import FaceIndexError, NoFaceError
 from .face import PASSES, get_detector, lip_open_ratio
 from .imageio import decode_image, encode_image
-from .params import EditParams
 from .pasteback import paste_back, resize_crop
 from .weights import Networks, load_networks
 

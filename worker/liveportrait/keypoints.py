@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .params import EXPRESSION_FIELDS
+from core.edit_params import EXPRESSION_FIELDS
 
 
 @dataclass
