@@ -18,13 +18,13 @@ from core.config import Settings, get_settings
 from core.db import session_scope
 from core.db_async import connection
 from core.failures import Failure
+from core.input_errors import InputRejected
 from core.request_queries import RequestView
 from core.request_store import CancelOutcome, cancel, utcnow
 from storage.inputs import INLINE_MAX_CHARS, delete_input, put_input
 from storage.s3 import get_store
 from worker.dispatch import background
 from worker.fetch import DataUri, decode_data_uri, is_data_uri
-from worker.input_errors import InputRejected
 
 log = logging.getLogger(__name__)
 

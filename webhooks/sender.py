@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
+from core.input_errors import DownloadFailed
 from core.webhook_outbox import Outcome
 from webhooks.url_check import WebhookUrlRefused, parse, resolve_for_delivery
 from worker.address_guard import IPNetwork
-from worker.input_errors import DownloadFailed
 
 USER_AGENT = "portrait-queue/0.1 (+webhooks)"
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from core.input_errors import DownloadFailed, ForbiddenAddress
 from worker.address_guard import IPAddress, IPNetwork, check_address, resolve_checked
-from worker.input_errors import DownloadFailed, ForbiddenAddress
 
 FIELD = "fal_webhook"
 

@@ -10,7 +10,7 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 
-from worker.input_errors import DownloadFailed, ForbiddenAddress
+from core.input_errors import DownloadFailed, ForbiddenAddress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

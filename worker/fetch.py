@@ -15,10 +15,10 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import httpx
 
 from core.config import Settings
+from core.input_errors import DownloadFailed, TooLarge
 from storage.inputs import StoredInputMissing, is_ref, read_input
 from storage.s3 import ObjectStore, ObjectTooLarge
 from worker.address_guard import IPNetwork, resolve_checked
-from worker.input_errors import DownloadFailed, TooLarge
 
 USER_AGENT = "portrait-queue/0.1 (+image fetch)"
 _REDIRECTS = {301, 302, 303, 307, 308}

@@ -10,13 +10,13 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from worker.input_errors import NotAnImage, TooLarge
+from core.input_errors import InvalidImageError, TooLarge
 
 
 def probe_image(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
-    """(format, width, height) of an image; raises NotAnImage or TooLarge."""
+    """(format, width, height) of an image; raises InvalidImageError or TooLarge."""
     if not data:
-        raise NotAnImage("image_url points at an empty file")
+        raise InvalidImageError("image_url points at an empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -26,9 +26,9 @@ def probe_image(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
     except Image.DecompressionBombError as exc:
         raise TooLarge(f"image is too large to decode: {exc}") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise NotAnImage("image_url does not point at a supported image (JPEG, PNG, WebP …)") from exc
+        raise InvalidImageError("image_url does not point at a supported image (JPEG, PNG, WebP …)") from exc
     if width <= 0 or height <= 0:
-        raise NotAnImage("image has no pixels")
+        raise InvalidImageError("image has no pixels")
     if width * height > max_pixels:
         raise TooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
     return fmt, width, height

@@ -18,15 +18,15 @@ from core.db import session_scope
 from core.db_retry import retry_unavailable
 from core.edit_params import EditParams
 from core.failures import Failure
+from core.input_errors import InputRejected
 from core.request_store import claim, claim_waiting, complete_failed, complete_ok, give_up_expired, utcnow
 from storage.keys import output_key, random_name
 from storage.s3 import get_store
 from worker import engine_runtime
 from worker.fetch import FetchLimits, fetch_input
 from worker.image_probe import probe_image
-from worker.input_errors import InputRejected
 from worker.liveportrait.engine import BatchItem, EditResult
-from worker.liveportrait.errors import EngineError, WeightsError
+from worker.liveportrait.errors import WeightsError
 from worker.run_context import Cancelled, RunContext
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,6 @@ def _failure_for(exc: BaseException, row: Any) -> Failure:
         return failures.invalid_input(exc.message, exc.error_type, value=row.input.get("image_url"))
     if isinstance(exc, WeightsError):
         return failures.weights_missing(str(exc) or "model weights not installed")
-    if isinstance(exc, EngineError):
-        return failures.invalid_input(str(exc), exc.error_type, value=row.input.get("image_url"))
     if isinstance(exc, Cancelled):
         return failures.cancelled()
     if isinstance(exc, SoftTimeLimitExceeded):

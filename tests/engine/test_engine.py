@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from core.edit_params import EditParams
+from core.input_errors import FaceIndexError, InvalidImageError, NoFaceError
 from tests.data import photo
 from worker.liveportrait.engine import Engine
-from worker.liveportrait.errors import FaceIndexError, InvalidImageError, NoFaceError
 
 
 def encode(rgb: np.ndarray, fmt: str = "PNG", **kwargs: object) -> bytes:

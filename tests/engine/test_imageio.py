@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.liveportrait.errors import InvalidImageError
+from core.input_errors import InvalidImageError
 from worker.liveportrait.imageio import decode_image, encode_image
 
 RED = (255, 0, 0)

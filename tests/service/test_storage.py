@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from core.config import Settings
+from core.input_errors import TooLarge
 from storage.s3 import ObjectStore, ObjectTooLarge
 from worker.fetch import FetchLimits, fetch_input
-from worker.input_errors import TooLarge
 
 
 @pytest.fixture(scope="module")

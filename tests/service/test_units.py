@@ -13,6 +13,8 @@ from api.app_ids import AppId
 from api.status_view import RequestUrls, status_body
 from core import failures
 from core.config import Settings
+from core.input_errors import DownloadFailed, ForbiddenAddress, TooLarge
+from core.input_errors import InvalidImageError as NotAnImage
 from core.models import Status
 from core.request_queries import RequestView
 from core.request_store import utcnow
@@ -20,7 +22,6 @@ from tests.service.images import huge_png, noise_png
 from worker.address_guard import check_address, is_public, resolve_checked
 from worker.fetch import FetchLimits, fetch_input
 from worker.image_probe import probe_image
-from worker.input_errors import DownloadFailed, ForbiddenAddress, NotAnImage, TooLarge
 
 LIMITS = FetchLimits(max_bytes=1000, timeout_s=2, max_redirects=2, allowed_networks=())
 

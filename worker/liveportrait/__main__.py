@@ -18,8 +18,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core.edit_params import EditParams
+from core.input_errors import InputRejected
 
-from .errors import EngineError
+from .errors import WeightsError
 
 EXTENSION_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             args.weights, device=args.device, half=args.half, threads=args.threads, arch=args.arch
         )
         result = engine.edit(data, params)
-    except (EngineError, ValueError) as exc:
+    except (InputRejected, WeightsError, ValueError) as exc:
         return fail(str(exc))
     try:
         args.output.write_bytes(result.data)

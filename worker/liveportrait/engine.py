@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from core.edit_params import EditParams
+from core.input_errors import FaceIndexError, NoFaceError
 
 from . import keypoints as kp
 from .arch import Arch, get_arch
 from .crop import crop_transform, limit_input, network_input, warp_crop, whole_image_input
-from .errors import FaceIndexError, NoFaceError
 from .face import PASSES, get_detector, lip_open_ratio
 from .imageio import decode_image, encode_image
 from .pasteback import paste_back, resize_crop

@@ -21,7 +21,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from worker.liveportrait.errors import InvalidImageError
+from core.input_errors import InvalidImageError
 
 MIN_SIDE = 16
 DEFAULT_MAX_PIXELS = 40_000_000
