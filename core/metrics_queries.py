@@ -5,15 +5,15 @@ replica, run by another process and completed there, and any replica may be scra
 shared state makes every replica report the same truth with no multiprocess bookkeeping, and
 the numbers survive restarts.
 
-Two sources, neither of them the finished rows:
+This module puts the scrape together from each table's own reads, none of them of finished rows:
 - Counters and histograms (requests completed, queue wait, run time, engine stages, webhook
   attempts) are the rollups that each finishing transaction adds to (core/metric_rollups.py):
   one GROUP BY over a few hundred rows. Deleting finished rows leaves them, so they only grow.
-- Gauges are counted from the unfinished rows, each query bounded by a partial index of them
-  (waiting: requests_waiting_order; running: requests_running_lease; pending deliveries:
-  webhook_deliveries_due; running attempts: webhook_attempts_open). The two gauges of finished
-  things, COMPLETED requests and delivered/failed deliveries, are rollups too: what entered the
-  state minus what left it (a redelivery, the retention sweep's deletions).
+- Gauges are counted from the unfinished rows, each query bounded by a partial index of them:
+  waiting and running requests in core/requests_table/gauges.py; pending deliveries
+  (webhook_deliveries_due) and running attempts (webhook_attempts_open) here. The two gauges of
+  finished things, COMPLETED requests and delivered/failed deliveries, are rollups too: what
+  entered the state minus what left it (a redelivery, the retention sweep's deletions).
 """
 
 from __future__ import annotations
@@ -25,32 +25,18 @@ from sqlalchemy.orm import Session
 
 from core import metric_rollups as rollups
 from core.metric_rollups import RUN_BUCKETS, STAGE_BUCKETS, WAIT_BUCKETS, Histogram
+from core.requests_table import gauges
+from core.requests_table.gauges import QueueDepth
 
 __all__ = ["RUN_BUCKETS", "STAGE_BUCKETS", "WAIT_BUCKETS", "Histogram", "QueueDepth", "Snapshot", "snapshot"]
 
-# Each reads only the rows of its partial index (the WHERE is the index's predicate).
-WAITING = text(
-    "SELECT count(*) FILTER (WHERE priority = 0), count(*) FILTER (WHERE priority <> 0),"
-    " COALESCE(EXTRACT(EPOCH FROM now() - min(queued_at)), 0)"
-    " FROM requests WHERE status = 'IN_QUEUE'"
-)
-RUNNING = text(
-    "SELECT count(*), count(DISTINCT worker) FILTER (WHERE lease_expires_at > now())"
-    " FROM requests WHERE status = 'IN_PROGRESS'"
-)
+# Reads only the rows of the partial indexes webhook_deliveries_due and webhook_attempts_open.
 WEBHOOKS_UNFINISHED = text(
     "SELECT (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'),"
     " (SELECT count(*) FROM webhook_attempts WHERE finished_at IS NULL)"
 )
-GAUGE_QUERIES = (WAITING, RUNNING, WEBHOOKS_UNFINISHED)
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    waiting_normal: int
-    waiting_low: int
-    running: int
-    oldest_wait_s: float
+# Every gauge query of a scrape, the requests table's and the webhook tables'.
+GAUGE_QUERIES = (*gauges.QUERIES, WEBHOOKS_UNFINISHED)
 
 
 @dataclass(frozen=True)
@@ -71,13 +57,12 @@ class Snapshot:
 def snapshot(session: Session) -> Snapshot:
     """Everything /metrics reports from PostgreSQL: one read of the rollups, three of the gauges."""
     sums = rollups.read(session)
-    waiting_normal, waiting_low, oldest = session.execute(WAITING).one()
-    running, busy = session.execute(RUNNING).one()
+    queue = gauges.read(session)
     pending, open_attempts = session.execute(WEBHOOKS_UNFINISHED).one()
 
     outcomes = sums.counter(rollups.COMPLETED)
     deleted = sums.counter(rollups.DELETED).get("", 0)
-    depth = QueueDepth(int(waiting_normal), int(waiting_low), int(running), float(oldest))
+    depth = queue.depth
     finished_deliveries = sums.counter(rollups.DELIVERIES)
     return Snapshot(
         by_status={
@@ -87,7 +72,7 @@ def snapshot(session: Session) -> Snapshot:
         },
         completed_by_outcome=outcomes,
         depth=depth,
-        busy_workers=int(busy),
+        busy_workers=queue.busy_workers,
         wait=sums.histogram(rollups.QUEUE_WAIT, "", WAIT_BUCKETS),
         run=sums.histogram(rollups.RUN, "", RUN_BUCKETS),
         stages={

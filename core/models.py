@@ -1,4 +1,6 @@
-"""The requests table: a row per request, the source of truth for status, queue order and results."""
+"""The requests table's schema (a row per request, the source of truth for status, queue order
+and results), its status and priority values, and the declarative Base that every table's model
+derives from. The table's reads and writes are in core/requests_table/."""
 
 from __future__ import annotations
 

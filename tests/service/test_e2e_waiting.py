@@ -16,7 +16,8 @@ from sqlalchemy import text
 
 from core.db import session_scope
 from core.models import Priority
-from core.request_store import create, get
+from core.requests_table import get
+from tests.request_rows import insert_request
 from tests.service.client_helpers import APP, cancel, result, status, submit, wait_completed
 from tests.service.conftest import ImageServer
 from tests.service.processes import start_worker
@@ -72,8 +73,7 @@ def test_positions_cancel_and_never_run_after_cancel(
         _assert_never_started(victim["request_id"])
 
         # A committed row whose message never reached the broker is published by the reconciler.
-        with session_scope() as session:
-            orphan = create(session, app_id=APP, payload=bad, priority=Priority.NORMAL.value).id
+        orphan = insert_request(app_id=APP, payload=bad, priority=Priority.NORMAL.value)
         _age(orphan)
         subprocess.run([sys.executable, "-m", "worker.reconcile", "--once"], env=env, check=True, timeout=60)
         assert wait_completed(api, str(orphan), timeout=60)["error_type"] == "image_load_error"
@@ -107,14 +107,12 @@ def test_missing_weights_fail_requests_clearly(
     }
     worker = start_worker(env, logs_dir, "no-weights-worker", _queues(env))
     try:
-        with session_scope() as session:
-            request_id = create(
-                session, app_id=APP, payload={"image_url": image_server.url("face.jpg")}, priority=0
-            ).id
-        # Published by hand to this worker's queue (marked published first, so that the API's own
-        # reconciler leaves it alone).
-        mark = "from core.db import session_scope; from core.request_store import mark_published; import uuid"
-        publish = f"{mark}; from worker.dispatch import publish; publish(uuid.UUID('{request_id}'), 0)"
+        request_id = insert_request(
+            app_id=APP, payload={"image_url": image_server.url("face.jpg")}, priority=0
+        )
+        # Published by hand to this worker's queue (publish marks the row published, so that the
+        # API's own reconciler leaves it alone).
+        publish = f"import uuid; from queueing.publish import publish; publish(uuid.UUID('{request_id}'), 0)"
         subprocess.run([sys.executable, "-c", publish], env=env, check=True, timeout=60)
         done = wait_completed(api, str(request_id), timeout=60)
     finally:

@@ -22,10 +22,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import failures, metric_rollups, metrics_queries
+from core.clock import utcnow
 from core.migrate import upgrade
-from core.request_store import claim, complete_failed, complete_ok, create, expire_unstarted, utcnow
+from core.requests_table import claim, complete_failed, complete_ok, expire_unstarted
 from core.webhook_models import DeliveryState, WebhookDelivery
 from core.webhook_outbox import Outcome, claim_attempt, finish_attempt, restart
+from tests.request_rows import insert_requests
 
 APP = "test/rollups"
 STAGES = {"detect": 0.004, "warping": 0.3, "encode": 0.02}
@@ -33,6 +35,7 @@ STAGES = {"detect": 0.004, "warping": 0.3, "encode": 0.02}
 
 @dataclass(frozen=True)
 class Scratch:
+    url: str
     engine: Engine
     factory: sessionmaker[Session]
 
@@ -93,7 +96,7 @@ def scratch(migrated: dict[str, str]) -> Iterator[Scratch]:
         with engine.begin() as connection:
             connection.exec_driver_sql(_HISTORY)
         upgrade(scratch_url)
-        yield Scratch(engine, sessionmaker(bind=engine, expire_on_commit=False))
+        yield Scratch(scratch_url, engine, sessionmaker(bind=engine, expire_on_commit=False))
     finally:
         engine.dispose()
         with admin.connect() as connection:
@@ -123,8 +126,7 @@ def _payload() -> dict[str, Any]:
 
 
 def _new_requests(scratch: Scratch, n: int, **values: Any) -> list[uuid.UUID]:
-    with scratch.scope() as session:
-        return [create(session, app_id=APP, payload=_payload(), priority=0, **values).id for _ in range(n)]
+    return insert_requests(n, app_id=APP, payload=_payload(), database_url=scratch.url, **values)
 
 
 def _run_to_completion(scratch: Scratch, request_id: uuid.UUID, ok: bool) -> None:

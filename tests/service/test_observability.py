@@ -11,20 +11,20 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from core import metric_rollups
 from core.db import session_scope
 from core.models import RequestRow, Status
-from core.request_store import create, utcnow
+from core.requests_table import claim
 from core.webhook_models import DeliveryState, WebhookDelivery
+from tests.request_rows import insert_request
 from tests.service.client_helpers import APP, submit, wait_completed
 from tests.service.conftest import ImageServer
 from tests.service.processes import BIN, Child, start_api
@@ -124,25 +124,15 @@ def test_request_and_queue_metrics(api: str, finished: Finished) -> None:
 
 
 def test_queue_depth_and_busy_workers_follow_the_rows(api: str, finished: Finished) -> None:
-    # Rows placed by hand: one waiting (low priority, never published: its run is not wanted) and
-    # one running under a live lease, as a worker would hold it.
-    with session_scope() as session:
-        waiting = create(session, app_id=APP, payload={"image_url": "http://127.0.0.1:9/x.jpg"}, priority=1)
-        running = create(session, app_id=APP, payload={"image_url": "http://127.0.0.1:9/x.jpg"}, priority=0)
-        ids = [waiting.id, running.id]
+    # One waiting (low priority, never published: its run is not wanted) and one claimed, as a
+    # worker holds it under a live lease.
+    payload = {"image_url": "http://127.0.0.1:9/x.jpg"}
+    waiting = insert_request(app_id=APP, payload=payload, priority=1)
+    running = insert_request(app_id=APP, payload=payload, priority=0)
+    ids = [waiting, running]
     try:
         with session_scope() as session:
-            session.execute(
-                update(RequestRow)
-                .where(RequestRow.id == running.id)
-                .values(
-                    status=Status.IN_PROGRESS.value,
-                    started_at=utcnow(),
-                    worker=f"metrics-test:{uuid.uuid4().hex[:6]}",
-                    lease_expires_at=utcnow() + timedelta(seconds=120),
-                    attempts=1,
-                )
-            )
+            assert claim(session, running, worker=f"metrics-test:{uuid.uuid4().hex[:6]}", lease_s=120)
         samples = _scrape(api)
         assert _value(samples, "portrait_queue_depth") >= 2
         assert _value(samples, "portrait_queue_waiting", priority="low") >= 1

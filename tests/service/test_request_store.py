@@ -1,5 +1,5 @@
-"""The request table's transitions against the real PostgreSQL: claims, positions, cancel, leases,
-and the migrations themselves."""
+"""The requests table's data access (core.requests_table) against the real PostgreSQL: claims,
+positions, cancel, leases, and the migrations themselves. Rows are made by the API's insert."""
 
 from __future__ import annotations
 
@@ -13,33 +13,32 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from core import failures, request_queries
+from core import failures, requests_table
+from core.clock import utcnow
 from core.db import session_scope
 from core.db_async import close_pool, connection
 from core.migrate import downgrade, upgrade
 from core.models import Priority, RequestRow, Status
-from core.request_store import (
+from core.requests_table import (
     CancelOutcome,
     cancel,
     claim,
     complete_failed,
     complete_ok,
-    create,
     find_stale,
     get,
     log_entry,
     renew_lease,
     requeue_expired,
-    utcnow,
 )
+from tests.request_rows import insert_request
 
 pytestmark = pytest.mark.usefixtures("migrated")
 PAYLOAD = {"image_url": "https://example.com/a.png"}
 
 
 def _new(priority: int = Priority.NORMAL.value) -> uuid.UUID:
-    with session_scope() as session:
-        return create(session, app_id="test/store", payload=PAYLOAD, priority=priority).id
+    return insert_request(app_id="test/store", payload=PAYLOAD, priority=priority)
 
 
 def _row(request_id: uuid.UUID) -> RequestRow:
@@ -72,11 +71,11 @@ def test_only_one_concurrent_claim_wins() -> None:
 
 
 def _position(request_id: uuid.UUID) -> int | None:
-    """The queue position the API reports (core.request_queries, on asyncpg)."""
+    """The queue position the API reports (core.requests_table.fetch, on asyncpg)."""
 
     async def read() -> int | None:
         try:
-            view = await request_queries.fetch(request_id, with_logs=False)
+            view = await requests_table.fetch(request_id, with_logs=False)
             assert view is not None
             return view.queue_position
         finally:
@@ -108,7 +107,7 @@ def test_insert_reports_the_position_it_joins_at() -> None:
     async def insert(priority: int) -> int | None:
         try:
             async with connection() as conn:
-                view = await request_queries.insert(
+                view = await requests_table.insert(
                     conn,
                     request_id=uuid.uuid4(),
                     app_id="test/store",
@@ -177,7 +176,7 @@ def reconciler_paused(migrated: dict[str, str]) -> Iterator[None]:
     """Hold the reconciler's advisory lock, so that the session's API servers (whose reconciler
     loops run every second) cannot requeue or publish the rows these tests age by hand."""
     from core.db import get_engine
-    from worker.reconcile import _LOCK_KEY
+    from queueing.reconcile import _LOCK_KEY
 
     with get_engine().connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})

@@ -1,8 +1,10 @@
-"""The API's reads and inserts of request rows, as single SQL statements over asyncpg.
+"""The API's insert and read of request rows, as single SQL statements over asyncpg.
 
 A status poll is one round trip (row and queue position together), a submit is one INSERT whose
-statement also counts the requests ahead. Every state change after the insert belongs to the
-workers and the reconciler (core.request_store).
+statement also counts the requests ahead. They run on asyncpg, not SQLAlchemy, for throughput
+(core/db_async.py says why). This insert is the only way a request row is made, in production
+and in the tests alike; every state change after it belongs to the workers and the reconciler
+(core.requests_table.transitions, core.requests_table.stale).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import asyncpg
 from core.config import get_settings
 from core.db_async import fetch_with_retry
 from core.models import Status
-from core.position_board import board
+from core.requests_table.position_board import board
 
 # Waiting requests that run before the one named by {p} (priority), {q} (queued_at), {i} (id):
 # higher priority (lower number) first, then older first; counted up to {cap} at most (beyond,
-# core.position_board answers). The extra `queued_at <= {q}` lets the partial index
+# core.requests_table.position_board answers). The extra `queued_at <= {q}` lets the partial index
 # requests_waiting_order bound the scan of the request's own priority.
 _AHEAD = """(SELECT count(*) FROM (SELECT 1 FROM requests w
     WHERE w.status = 'IN_QUEUE'

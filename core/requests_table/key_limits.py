@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import asyncpg
 
+from core.clock import utcnow
 from core.config import Settings
-from core.request_store import utcnow
 
 _WINDOW_S = 60.0
 # Both read only what the limits are about, never the key's history: its unfinished rows (the

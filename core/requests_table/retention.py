@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core.request_store import utcnow
+from core.clock import utcnow
 
 _DUE_RESULTS = text(
     """

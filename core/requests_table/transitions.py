@@ -1,23 +1,33 @@
-"""Every read and state change of a request row. All transitions are single conditional UPDATEs,
-so concurrent API processes, workers and reconcilers never step on each other."""
+"""A request's life after the API inserted it: publish mark, claims, lease renewals, the
+worker's completions, cancel, and the shape of the log lines they append.
+
+Every transition is one conditional UPDATE, so concurrent API processes, workers and reconcilers
+never step on each other; completions go through core.requests_table.completion.
+"""
 
 from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, Update, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import Row, Update, and_, bindparam, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from core import metric_rollups, webhook_outbox
+from core.clock import utcnow
 from core.config import get_settings
 from core.failures import Failure
 from core.models import RequestRow, Status
+from core.requests_table.completion import (
+    COMPLETION_COLUMNS,
+    failure_columns,
+    finish,
+    finished,
+    result_expiry,
+)
 
 # The worker's statements (claim, renewal, completion) run once or more per request on every
 # worker, so they are built once, with bound parameters, and run on the table rather than through
@@ -26,47 +36,14 @@ _requests = RequestRow.__table__
 _c = _requests.c
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def log_entry(message: str, level: str = "INFO", at: datetime | None = None) -> dict[str, Any]:
-    """One log line in the shape fal's clients parse."""
+    """One line of the logs column, in the shape fal's clients parse."""
     return {
         "message": message,
         "level": level,
         "source": "USER",
         "timestamp": (at or utcnow()).isoformat(),
     }
-
-
-def create(
-    session: Session,
-    *,
-    app_id: str,
-    payload: dict[str, Any],
-    priority: int,
-    webhook_url: str | None = None,
-    start_deadline: datetime | None = None,
-    owner_key_id: str | None = None,
-    retention_s: int | None = None,
-) -> RequestRow:
-    row = RequestRow(
-        id=uuid.uuid4(),
-        app_id=app_id,
-        status=Status.IN_QUEUE.value,
-        priority=priority,
-        input=payload,
-        webhook_url=webhook_url,
-        start_deadline=start_deadline,
-        owner_key_id=owner_key_id,
-        retention_s=retention_s,
-        queued_at=utcnow(),
-        logs=[],
-    )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def get(session: Session, request_id: uuid.UUID) -> RequestRow | None:
@@ -219,7 +196,7 @@ def complete_ok(
         "new_logs": logs or [],
         "default_retention_s": get_settings().result_retention_s,
     }
-    return _finished(session, session.execute(_complete_ok_statement(), params).one_or_none())
+    return finished(session, session.execute(_complete_ok_statement(), params).one_or_none())
 
 
 @lru_cache(maxsize=1)
@@ -234,13 +211,13 @@ def _complete_ok_statement() -> Update:
         .values(
             status=Status.COMPLETED.value,
             finished_at=bindparam("finished_at"),
-            result_expires_at=_result_expiry(bindparam("finished_at"), bindparam("default_retention_s")),
+            result_expires_at=result_expiry(bindparam("finished_at"), bindparam("default_retention_s")),
             lease_expires_at=None,
             output=bindparam("new_output"),
             metrics=bindparam("new_metrics"),
             logs=_appended_param(),
         )
-        .returning(*(_c[column.key] for column in _COMPLETION_COLUMNS))
+        .returning(*(_c[column.key] for column in COMPLETION_COLUMNS))
     )
 
 
@@ -264,14 +241,11 @@ def complete_failed(
             RequestRow.attempts == attempt,
             RequestRow.status == Status.IN_PROGRESS.value,
         )
-    return _finish(
+    return finish(
         session,
         request_id,
         conditions,
-        error=failure.message,
-        error_type=failure.error_type,
-        error_status=failure.status_code,
-        error_body=failure.body,
+        **failure_columns(failure),
         metrics=metrics,
         **_with_logs(logs),
     )
@@ -279,57 +253,6 @@ def complete_failed(
 
 def _with_logs(logs: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {"logs": _appended(logs)} if logs else {}
-
-
-def _result_expiry(finished_at: Any, default_retention_s: Any) -> Any:
-    """When a result finished at `finished_at` is due for deletion: its own retention_s, or the
-    default in force when it finished."""
-    return finished_at + func.make_interval(
-        0, 0, 0, 0, 0, 0, func.coalesce(_c.retention_s, default_retention_s)
-    )
-
-
-def _finish(session: Session, request_id: uuid.UUID, conditions: tuple[Any, ...], **values: Any) -> bool:
-    """The one way into COMPLETED: the webhook delivery, if any, joins this same transaction."""
-    now = utcnow()
-    expiry = _result_expiry(literal(now), get_settings().result_retention_s)
-    stmt = (
-        update(RequestRow)
-        .where(RequestRow.id == request_id, *conditions)
-        .values(
-            status=Status.COMPLETED.value,
-            finished_at=now,
-            result_expires_at=expiry,
-            lease_expires_at=None,
-            **values,
-        )
-        .returning(*_COMPLETION_COLUMNS)
-    )
-    return _finished(session, session.execute(stmt).one_or_none())
-
-
-# What a completing UPDATE returns: the webhook payload's columns and the metrics' (timestamps,
-# outcome, stage timings), so that neither needs another read of the row.
-_COMPLETION_COLUMNS = tuple(
-    {
-        column.key: column
-        for column in (*webhook_outbox.COMPLETION_COLUMNS, *metric_rollups.COMPLETION_COLUMNS)
-    }.values()
-)
-
-
-def _finished(session: Session, done: Any) -> bool:
-    """After a completing UPDATE (`done`: its RETURNING row of _COMPLETION_COLUMNS, or None if
-    it matched nothing): the metrics' counters and the webhook delivery, if any, join the same
-    transaction."""
-    if done is None:
-        return False
-    metric_rollups.record_completion(session, done)
-    if done.webhook_url:
-        webhook_outbox.enqueue(
-            session, webhook_outbox.completion_of(done), user_id=get_settings().webhook_user_id
-        )
-    return True
 
 
 class CancelOutcome(enum.Enum):
@@ -340,15 +263,12 @@ class CancelOutcome(enum.Enum):
 
 
 def cancel(session: Session, request_id: uuid.UUID, failure: Failure) -> CancelOutcome:
-    waiting = _finish(
+    waiting = finish(
         session,
         request_id,
         (RequestRow.status == Status.IN_QUEUE.value,),
         cancel_requested=True,
-        error=failure.message,
-        error_type=failure.error_type,
-        error_status=failure.status_code,
-        error_body=failure.body,
+        **failure_columns(failure),
     )
     if waiting:
         return CancelOutcome.CANCELLED
@@ -362,92 +282,3 @@ def cancel(session: Session, request_id: uuid.UUID, failure: Failure) -> CancelO
         return CancelOutcome.REQUESTED
     exists = session.execute(select(RequestRow.id).where(RequestRow.id == request_id)).scalar_one_or_none()
     return CancelOutcome.ALREADY_COMPLETED if exists is not None else CancelOutcome.NOT_FOUND
-
-
-@dataclass(frozen=True)
-class Stale:
-    unpublished: list[tuple[uuid.UUID, int]]  # (id, priority) of waiting rows to publish again
-    lease_expired: list[uuid.UUID]  # running rows whose worker stopped renewing
-
-
-def find_stale(
-    session: Session, *, publish_grace_s: float, republish_after_s: float, limit: int = 500
-) -> Stale:
-    now = utcnow()
-    waiting = session.execute(
-        select(RequestRow.id, RequestRow.priority)
-        .where(
-            RequestRow.status == Status.IN_QUEUE.value,
-            or_(
-                and_(
-                    RequestRow.published_at.is_(None),
-                    RequestRow.queued_at < now - timedelta(seconds=publish_grace_s),
-                ),
-                RequestRow.published_at < now - timedelta(seconds=republish_after_s),
-            ),
-        )
-        .order_by(RequestRow.priority, RequestRow.queued_at)
-        .limit(limit)
-    ).all()
-    expired = session.execute(
-        select(RequestRow.id)
-        .where(RequestRow.status == Status.IN_PROGRESS.value, RequestRow.lease_expires_at < now)
-        .limit(limit)
-    ).scalars()
-    return Stale(unpublished=[(r.id, r.priority) for r in waiting], lease_expired=list(expired))
-
-
-def requeue_expired(session: Session, request_id: uuid.UUID) -> int | None:
-    """Put a running request whose lease expired back in the queue; returns its priority."""
-    stmt = (
-        update(RequestRow)
-        .where(
-            RequestRow.id == request_id,
-            RequestRow.status == Status.IN_PROGRESS.value,
-            RequestRow.lease_expires_at < utcnow(),
-        )
-        .values(status=Status.IN_QUEUE.value, lease_expires_at=None, worker=None, published_at=None)
-        .returning(RequestRow.priority)
-    )
-    return session.execute(stmt).scalar_one_or_none()
-
-
-def give_up_expired(session: Session, request_id: uuid.UUID, failure: Failure, *, max_attempts: int) -> bool:
-    """Fail a running request whose lease expired once it has used up its attempts, instead of
-    queueing it again: a request that kills every worker that runs it must not loop forever."""
-    return _finish(
-        session,
-        request_id,
-        (
-            RequestRow.status == Status.IN_PROGRESS.value,
-            RequestRow.lease_expires_at < utcnow(),
-            RequestRow.attempts >= max_attempts,
-        ),
-        error=failure.message,
-        error_type=failure.error_type,
-        error_status=failure.status_code,
-        error_body=failure.body,
-    )
-
-
-def expire_unstarted(session: Session, failure: Failure, limit: int = 500) -> int:
-    """Fail waiting requests whose X-Fal-Request-Timeout passed, even when no worker is free to
-    notice (a worker that claims one in time refuses it the same way)."""
-    now = utcnow()
-    late = session.execute(
-        select(RequestRow.id)
-        .where(RequestRow.status == Status.IN_QUEUE.value, RequestRow.start_deadline < now)
-        .limit(limit)
-    ).scalars()
-    return sum(
-        _finish(
-            session,
-            request_id,
-            (RequestRow.status == Status.IN_QUEUE.value, RequestRow.start_deadline < now),
-            error=failure.message,
-            error_type=failure.error_type,
-            error_status=failure.status_code,
-            error_body=failure.body,
-        )
-        for request_id in list(late)
-    )
