@@ -11,7 +11,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from core.db_async import DatabaseUnavailable
-from core.key_limits import LimitExceeded
+from core.requests_table import LimitExceeded
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
+from core.clock import utcnow
 from core.db import session_scope
 from core.db_async import connection
 from core.key_models import ApiKey
-from core.request_store import utcnow
 
 _SECRET_BYTES = 32  # 256 bits: guessing is hopeless, so a fast hash is enough
 

@@ -33,8 +33,7 @@ from api.status_view import (
 )
 from core.config import get_settings
 from core.models import Status
-from core.request_queries import RequestView
-from core.request_store import CancelOutcome
+from core.requests_table import CancelOutcome, RequestView
 
 _NOT_FOUND = {"detail": "Request not found"}
 

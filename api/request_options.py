@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import Header, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 
+from core.clock import utcnow
 from core.config import get_settings
 from core.models import Priority
-from core.request_store import utcnow
 from webhooks.url_check import WebhookUrlRefused, check_at_submit
 
 

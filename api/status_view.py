@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from core.models import Status
-from core.request_queries import RequestView
+from core.requests_table import RequestView
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from core.config import get_settings
 from core.db import session_scope
-from core.request_store import log_entry, renew_lease
+from core.requests_table import log_entry, renew_lease
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,12 @@ import pytest
 from sqlalchemy import create_engine, event
 from sqlalchemy.orm import Session
 
-from core import failures, key_limits, request_queries, retention
+from core import failures
+from core.clock import utcnow
 from core.db_async import setup_connection
-from core.position_board import _ORDER
-from core.request_store import cancel, claim_waiting, expire_unstarted, find_stale, utcnow
+from core.requests_table import api_statements as request_queries
+from core.requests_table import cancel, claim_waiting, expire_unstarted, find_stale, key_limits, retention
+from core.requests_table.position_board import _ORDER
 from core.webhook_outbox import find_due
 from stack.servers import LocalStack
 from storage.keys import INPUT_REF_PREFIX

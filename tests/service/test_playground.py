@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from core.db import session_scope
-from core.request_store import get
+from core.requests_table import get
 from tests.service.conftest import ImageServer
 from tests.service.keyed_api import keyed_api
 

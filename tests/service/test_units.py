@@ -12,12 +12,12 @@ import pytest
 from api.app_ids import AppId
 from api.status_view import RequestUrls, status_body
 from core import failures
+from core.clock import utcnow
 from core.config import Settings
 from core.input_errors import DownloadFailed, ForbiddenAddress, TooLarge
 from core.input_errors import InvalidImageError as NotAnImage
 from core.models import Status
-from core.request_queries import RequestView
-from core.request_store import utcnow
+from core.requests_table import RequestView
 from tests.service.images import huge_png, noise_png
 from worker.address_guard import check_address, is_public, resolve_checked
 from worker.fetch import FetchLimits, fetch_input

@@ -13,16 +13,16 @@ import pytest
 from core import failures
 from core.db import session_scope
 from core.models import Priority, RequestRow
-from core.request_store import (
+from core.requests_table import (
     cancel,
     claim,
     complete_failed,
     complete_ok,
-    create,
     log_entry,
     renew_lease,
 )
 from storage.s3 import NO_CONTINUE_MAX_BYTES, _skip_continue
+from tests.request_rows import insert_request
 from worker.liveportrait.engine import EditResult
 from worker.processing import engine_seconds
 from worker.run_context import LOG_FLUSH_DELAY_S, Cancelled, RunContext
@@ -32,8 +32,7 @@ PAYLOAD = {"image_url": "https://example.com/a.png"}
 
 
 def _claimed() -> tuple[uuid.UUID, int]:
-    with session_scope() as session:
-        request_id = create(session, app_id="test/worker", payload=PAYLOAD, priority=Priority.NORMAL.value).id
+    request_id = insert_request(app_id="test/worker", payload=PAYLOAD, priority=Priority.NORMAL.value)
     with session_scope() as session:
         row = claim(session, request_id, worker="w", lease_s=60, max_attempts=3)
     assert row is not None and row.id == request_id and row.input == PAYLOAD
