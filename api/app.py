@@ -10,19 +10,22 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from api import cdn_routes, errors, health, operations, storage_routes, webhook_routes
+from api import cdn_routes, errors, health, operations, storage_routes
 from api.app_ids import AppId
+from api.auth import require_key
 from api.body_limits import BodyLimitMiddleware
 from api.fal_proxy import FalProxyMiddleware
 from api.fast_path import FastPathMiddleware
 from api.queue_routes import requests_router, submit_router
+from api.request_service import parse_request_id
 from api.run_routes import run_router
 from core.config import Settings, get_settings
 from core.db_async import close_pool
+from queueing.publish import background
+from queueing.reconcile import run_forever
 from storage import result_sweep, upload_sweep
 from storage.s3 import get_store
-from worker.dispatch import background
-from worker.reconcile import run_forever
+from webhooks.routes import webhook_routers
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(storage_routes.router)
     app.include_router(cdn_routes.router)
-    app.include_router(webhook_routes.keys_router)
-    app.include_router(webhook_routes.router)
+    for router in webhook_routers(require_key, parse_request_id):
+        app.include_router(router)
     apps = [AppId.parse(app_id) for app_id in settings.app_id_list]
     # Innermost: submit, status and result without FastAPI's routing (api/fast_path.py).
     app.add_middleware(FastPathMiddleware, apps=apps)

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from core import metrics_queries as q
 from core.config import get_settings
 from core.db import session_scope
-from worker import heartbeat
+from queueing import heartbeat
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,14 @@ from api.app_ids import AppId
 from api.auth import ANONYMOUS, Caller
 from core import failures, key_limits, request_queries
 from core.config import Settings, get_settings
-from core.db import session_scope
 from core.db_async import connection
 from core.failures import Failure
 from core.input_errors import InputRejected
 from core.request_queries import RequestView
 from core.request_store import CancelOutcome, cancel, utcnow
+from queueing.publish import background, unit_of_work
 from storage.inputs import INLINE_MAX_CHARS, delete_input, put_input
 from storage.s3 import get_store
-from worker.dispatch import background
 from worker.fetch import DataUri, decode_data_uri, is_data_uri
 
 log = logging.getLogger(__name__)
@@ -161,5 +160,5 @@ async def request_cancel(app: AppId, request_id: uuid.UUID, caller: Caller = ANO
 
 def _cancel(request_id: uuid.UUID) -> CancelOutcome:
     # Cancelling also writes the webhook outbox (core.request_store): the workers' code path.
-    with session_scope() as session:
+    with unit_of_work() as session:
         return cancel(session, request_id, failures.cancelled())

@@ -17,19 +17,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from core import metric_rollups
 from core.models import RequestRow, Status
 from core.webhook_models import DeliveryState, WebhookAttempt, WebhookDelivery
 
-# Session.info key: deliveries made ready in this transaction, published once it commits.
+# Session.info key: deliveries made ready in this transaction; queueing.publish.unit_of_work
+# publishes them once it has committed (core never loads the broker client).
 _READY = "webhook_deliveries_ready"
 # Waits are spread by +-JITTER so receivers recovering from an outage are not hit all at once.
 JITTER = 0.2
-# A row made due this recently may still be being published by the process that committed it.
-PUBLISH_GRACE_S = 2.0
+# A delivery made due this recently may still be being published by the process that committed
+# it (straight after its commit), so the sweep leaves it alone until then.
+DELIVERY_PUBLISH_GRACE_S = 2.0
 LOST_ATTEMPT = "the dispatcher running this attempt was lost (lease expired)"
 
 
@@ -91,26 +93,27 @@ def enqueue(session: Session, done: Completion, *, user_id: str) -> uuid.UUID:
     return delivery.id
 
 
-def _mark_ready(session: Session, delivery_id: uuid.UUID) -> None:
-    session.info.setdefault(_READY, []).append(delivery_id)
+@dataclass(frozen=True)
+class Ready:
+    """A delivery this transaction made ready, to publish once it has committed."""
+
+    delivery_id: uuid.UUID
+    countdown_s: float | None = None  # the broker holds the message this long (a retry's wait)
 
 
-@event.listens_for(Session, "after_commit")
-def _publish_after_commit(session: Session) -> None:
-    ready: list[uuid.UUID] = session.info.pop(_READY, [])
-    if not ready:
-        return
-    # Imported on use: core must not load the broker client at import time (migrations, CLIs);
-    # and if this publish never happens (crash, broker down) the sweep publishes later.
-    from webhooks.dispatch import publish_delivery
-
-    for delivery_id in ready:
-        publish_delivery(delivery_id)
+def _mark_ready(session: Session, delivery_id: uuid.UUID, countdown_s: float | None = None) -> None:
+    session.info.setdefault(_READY, []).append(Ready(delivery_id, countdown_s))
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_READY, None)
+def take_ready(session: Session) -> list[Ready]:
+    """The deliveries made ready in this session since the last call, for the publisher.
+
+    Only a session that is published after its commit (queueing.publish.unit_of_work) reads
+    them; any other session drops them when it closes, and the sweep (`find_due`) publishes
+    those deliveries after DELIVERY_PUBLISH_GRACE_S.
+    """
+    ready: list[Ready] = session.info.pop(_READY, [])
+    return ready
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,9 @@ def finish_attempt(
 ) -> AfterAttempt:
     """Record the attempt; schedule the next one or end the delivery.
 
-    When the next attempt is due within `publish_within_s`, the caller publishes it with a
-    countdown and `published_at` is set here; later ones are left to the sweep.
+    When the next attempt is due within `publish_within_s`, `published_at` is set here and the
+    delivery is made ready with that countdown (published after the commit); later ones are
+    left to the sweep.
     """
     now = utcnow()
     this_attempt = (
@@ -268,6 +272,7 @@ def finish_attempt(
     ).scalar_one_or_none()
     if updated is None or not soon:
         return AfterAttempt(Next.DONE)
+    _mark_ready(session, claimed.delivery_id, countdown_s=delay)
     return AfterAttempt(Next.RETRY, delay)
 
 
@@ -287,7 +292,7 @@ def find_due(session: Session, *, republish_after_s: float, limit: int = 500) ->
             select(WebhookDelivery.id)
             .where(
                 WebhookDelivery.state == DeliveryState.PENDING.value,
-                WebhookDelivery.next_attempt_at <= now - timedelta(seconds=PUBLISH_GRACE_S),
+                WebhookDelivery.next_attempt_at <= now - timedelta(seconds=DELIVERY_PUBLISH_GRACE_S),
                 or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
                 or_(
                     WebhookDelivery.published_at.is_(None),

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from core.config import Settings, get_settings
 from core.migrate import upgrade
-from worker.queues import all_queues, webhook_queue
+from queueing.queues import all_queues, webhook_queue
 
 if TYPE_CHECKING:
     from stack.servers import LocalStack

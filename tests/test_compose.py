@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from core.config import Settings
-from worker.queues import all_queues, webhook_queue
+from queueing.queues import all_queues, webhook_queue
 
 # Variables read by the third-party images themselves, not by our code.
 # Read by the images' own programs (PostgreSQL, MinIO) or by uvicorn itself (its worker count).

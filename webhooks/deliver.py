@@ -13,9 +13,9 @@ import uuid
 from core.config import Settings, get_settings
 from core.db import session_scope
 from core.log_context import bind_request_id
-from core.webhook_outbox import AfterAttempt, Claimed, Next, claim_attempt, finish_attempt
+from core.webhook_outbox import AfterAttempt, Claimed, claim_attempt, finish_attempt
+from queueing.publish import unit_of_work
 from webhooks import sender
-from webhooks.dispatch import publish_delivery
 from webhooks.keys import SigningKey, signing_key
 from webhooks.signing import ATTEMPT, DELIVERY_ID, signature_headers
 
@@ -51,7 +51,8 @@ def attempt_delivery(delivery_id: uuid.UUID, settings: Settings | None = None) -
         log.info("webhook %s attempt %d delivered (%s)", delivery_id, claimed.attempt, outcome.status_code)
     else:
         log.warning("webhook %s attempt %d failed: %s", delivery_id, claimed.attempt, outcome.error)
-    with session_scope() as session:
+    # A retry due soon is published with its countdown once this commits.
+    with unit_of_work() as session:
         after = finish_attempt(
             session,
             claimed,
@@ -59,8 +60,6 @@ def attempt_delivery(delivery_id: uuid.UUID, settings: Settings | None = None) -
             retry_delays=settings.webhook_retry_delays,
             publish_within_s=COUNTDOWN_MAX_S,
         )
-    if after.next is Next.RETRY:
-        publish_delivery(delivery_id, countdown=after.delay_s)
     return after
 
 

@@ -20,6 +20,7 @@ from core.edit_params import EditParams
 from core.failures import Failure
 from core.input_errors import InputRejected
 from core.request_store import claim, claim_waiting, complete_failed, complete_ok, give_up_expired, utcnow
+from queueing.publish import unit_of_work
 from storage.keys import output_key, random_name
 from storage.s3 import get_store
 from worker import engine_runtime
@@ -204,7 +205,7 @@ def _claim(request_id: uuid.UUID, settings: Settings) -> Any:
 
 def _give_up(request_id: uuid.UUID, settings: Settings) -> bool:
     failure = failures.runner_lost(settings.max_attempts)
-    with session_scope() as session:
+    with unit_of_work() as session:
         return give_up_expired(session, request_id, failure, max_attempts=settings.max_attempts)
 
 
@@ -215,7 +216,7 @@ def _complete(
     metrics: dict[str, Any],
     logs: list[dict[str, Any]],
 ) -> bool:
-    with session_scope() as session:
+    with unit_of_work() as session:
         return complete_ok(session, request_id, attempt, output=output, metrics=metrics, logs=logs)
 
 
@@ -236,7 +237,7 @@ def _fail(
     logs: list[dict[str, Any]] | None = None,
 ) -> None:
     def write() -> bool:
-        with session_scope() as session:
+        with unit_of_work() as session:
             return complete_failed(session, request_id, failure, attempt=attempt, metrics=metrics, logs=logs)
 
     retry_unavailable(write, for_s=get_settings().db_retry_s, what=f"the failure of {request_id}")

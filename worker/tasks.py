@@ -10,10 +10,10 @@ from celery.signals import worker_process_init
 
 from core.config import get_settings
 from core.db import reset_engine
+from queueing.broker import app
+from queueing.queues import EDIT_TASK
 from worker import engine_runtime
-from worker.celery_app import app
 from worker.processing import run_request
-from worker.queues import EDIT_TASK
 
 log = logging.getLogger(__name__)
 

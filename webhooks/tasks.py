@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 
+from queueing.broker import app
+from queueing.queues import WEBHOOK_TASK
 from webhooks.deliver import attempt_delivery
-from worker.celery_app import app
-from worker.queues import WEBHOOK_TASK
 
 
 @app.task(name=WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

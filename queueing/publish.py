@@ -1,4 +1,10 @@
-"""Publishing "run request X" messages. Always called after the row is committed."""
+"""The one publisher: "run request X" and "attempt delivery X" messages, always sent after the
+row they name is committed, and `unit_of_work`, the transaction that publishes the webhook
+deliveries it made ready once it has committed.
+
+Whatever is not published (a crash between commit and publish, the broker down) stays marked
+unpublished in PostgreSQL, and the reconciler (queueing/reconcile.py) publishes it again.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,18 @@ import os
 import queue
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.orm import Session
 
 from core.config import get_settings
 from core.db import session_scope
 from core.log_context import bound_request_id
-from core.request_store import mark_published
-from worker.celery_app import app
-from worker.queues import EDIT_TASK, queue_for
+from core.requests_table import mark_published
+from core.webhook_outbox import set_published, take_ready
+from queueing.broker import app
+from queueing.queues import EDIT_TASK, WEBHOOK_TASK, queue_for, webhook_queue
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +122,38 @@ class BackgroundPublisher:
 
 
 background = BackgroundPublisher()
+
+
+def publish_delivery(delivery_id: uuid.UUID, countdown: float | None = None) -> bool:
+    """Send the message; on failure the delivery stays unpublished and the sweep retries."""
+    try:
+        # Marked before sending: once the message is out, a dispatcher may claim it (which
+        # clears the mark) before a mark written afterwards would land.
+        with session_scope() as session:
+            set_published(session, delivery_id, True)
+        app.send_task(
+            WEBHOOK_TASK, args=[str(delivery_id)], queue=webhook_queue(get_settings()), countdown=countdown
+        )
+    except Exception:
+        log.exception("could not publish webhook delivery %s; the sweep will retry", delivery_id)
+        try:
+            with session_scope() as session:
+                set_published(session, delivery_id, False)
+        except Exception:
+            log.exception("could not unmark webhook delivery %s", delivery_id)
+        return False
+    return True
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """`session_scope` for a transaction that may complete a request or make a webhook delivery
+    ready (core.webhook_outbox records which in the session): once it has committed, those
+    deliveries are published. A rollback publishes nothing, as their rows were never written."""
+    with session_scope() as session:
+        yield session
+        # Taken before the commit at the end of session_scope: a failed commit raises past the
+        # publishing below.
+        ready = take_ready(session)
+    for item in ready:
+        publish_delivery(item.delivery_id, countdown=item.countdown_s)

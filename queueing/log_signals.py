@@ -13,7 +13,7 @@ from celery.signals import before_task_publish, setup_logging, task_postrun, tas
 
 from core.log_context import bind_request_id, current_request_id
 from core.logging_setup import configure_logging
-from worker.queues import EDIT_TASK
+from queueing.queues import EDIT_TASK
 
 HEADER = "portrait_request_id"
 
