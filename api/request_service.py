@@ -21,9 +21,8 @@ from core.input_errors import InputRejected
 from core.request_queries import RequestView
 from core.request_store import CancelOutcome, cancel, utcnow
 from queueing.publish import background, unit_of_work
-from storage.inputs import INLINE_MAX_CHARS, delete_input, put_input
+from storage.inputs import INLINE_MAX_CHARS, DataUri, decode_data_uri, delete_input, is_data_uri, put_input
 from storage.s3 import get_store
-from worker.fetch import DataUri, decode_data_uri, is_data_uri
 
 log = logging.getLogger(__name__)
 

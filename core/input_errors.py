@@ -41,6 +41,11 @@ class TooLarge(InputRejected):
 
     error_type = "image_too_large"
 
+    @classmethod
+    def file(cls, size: int | str, limit: int) -> TooLarge:
+        """An input file of `size` bytes (or a phrase such as "more than N") over `limit`."""
+        return cls(f"image_url file is too large ({size} bytes; the limit is {limit} bytes)")
+
 
 class InvalidImageError(InputRejected):
     """The bytes are not a decodable image (JPEG, PNG, WebP), or are too large to decode safely."""

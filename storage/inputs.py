@@ -1,18 +1,25 @@
-"""Request inputs kept in the bucket instead of the row: a large data URI's bytes.
+"""Request inputs sent inline: data URIs, and the bucket objects that keep large ones.
 
-The row's `input.image_url` then holds storage.keys.input_ref(key), a few dozen characters, so
-that the row stays small whatever the image's size; the worker reads the object through the S3
-API and the result sweep deletes it with the outputs. Clients cannot send such a reference
-themselves: api.schemas accepts only http(s) URLs and data URIs as image_url.
+A data URI is decoded here, by the API at submit and by the worker at fetch. A large one's bytes
+are kept in the bucket instead of the row: the row's `input.image_url` then holds
+storage.keys.input_ref(key), a few dozen characters, so that the row stays small whatever the
+image's size; the worker reads the object through the S3 API and the result sweep deletes it
+with the outputs. Clients cannot send such a reference themselves: api.schemas accepts only
+http(s) URLs and data URIs as image_url.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import uuid
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from botocore.exceptions import ClientError
 
+from core.input_errors import DownloadFailed, TooLarge
 from storage.keys import INPUT_REF_PREFIX, input_key, input_ref, key_of_ref, random_name
 from storage.s3 import ObjectStore
 
@@ -27,6 +34,38 @@ _FALLBACK_TYPE = "application/octet-stream"
 
 class StoredInputMissing(Exception):
     """The object a stored-input reference names is gone (expired with the result, or deleted)."""
+
+
+def is_data_uri(url: str) -> bool:
+    return url[:5].lower() == "data:"  # schemes are case-insensitive (RFC 3986)
+
+
+@dataclass(frozen=True)
+class DataUri:
+    data: bytes
+    media_type: str  # as the URI's header names it, unchecked; "" when it names none
+
+
+def decode_data_uri(uri: str, max_bytes: int) -> DataUri:
+    """The bytes of a data URI (base64 or percent-encoded). The API decodes with this at submit
+    and the worker at fetch, so that a URI refused at submit is a 422 there, with the message
+    the worker would report."""
+    header, sep, payload = uri[5:].partition(",")
+    if not sep:
+        raise DownloadFailed("image_url is a malformed data URI (no comma)")
+    # Base64 grows data by 4/3: refuse before decoding anything far beyond the limit.
+    if len(payload) * 3 // 4 > max_bytes + 3:
+        raise TooLarge.file(len(payload) * 3 // 4, max_bytes)
+    if header.endswith(";base64"):
+        try:
+            data = base64.b64decode(payload, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise DownloadFailed("image_url is a data URI with invalid base64") from exc
+    else:
+        data = unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise TooLarge.file(len(data), max_bytes)
+    return DataUri(data, header.split(";", 1)[0].strip())
 
 
 def is_ref(image_url: str) -> bool:

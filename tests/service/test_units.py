@@ -18,8 +18,8 @@ from core.input_errors import DownloadFailed, ForbiddenAddress, TooLarge
 from core.input_errors import InvalidImageError as NotAnImage
 from core.models import Status
 from core.requests_table import RequestView
+from netguard.addresses import check_address, is_public, resolve_checked
 from tests.service.images import huge_png, noise_png
-from worker.address_guard import check_address, is_public, resolve_checked
 from worker.fetch import FetchLimits, fetch_input
 from worker.image_probe import probe_image
 

@@ -1,7 +1,7 @@
-"""SSRF guard: which addresses an input URL may reach.
+"""SSRF address checks: which addresses a URL from a client may reach.
 
-Every address a host name resolves to is checked (an attacker controls DNS answers), and the
-connection is then made to a checked address, so a second lookup cannot swap in another one.
+Every address a host name resolves to is checked (an attacker controls DNS answers);
+netguard.pinned then connects to a checked address, so a second lookup cannot swap in another.
 """
 
 from __future__ import annotations
