@@ -34,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,20 +41,16 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import LoadResult, percentile, run_load  # noqa: E402
 from stack.servers import LocalStack  # noqa: E402
+from tests.data import photo  # noqa: E402
 from tests.service.processes import Child, start_api, start_worker  # noqa: E402
 
-KIT = ROOT.parent / "shared" / "liveportrait-kit"
 APP = "fal-ai/live-portrait/image"
 TARGETS = {"submit_rps": 500, "submit_p99_ms": 50, "status_rps": 2000, "queue_overhead_p50_ms": 20}
 
 
 def portrait_png() -> tuple[bytes, dict[str, object]]:
-    if (KIT / "vectors_seed0.npz").is_file():
-        with np.load(KIT / "vectors_seed0.npz") as kit:
-            image, extra = kit["source_image"], {}
-    else:  # no portrait at hand: a synthetic image, edited without cropping
-        image = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
-        extra = {"flag_do_crop": False, "flag_lip_zero": False}
+    """The portrait the project carries (the conformance kit's photo), as a PNG."""
+    image, extra = photo("astronaut"), {}
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, "PNG")
     return buf.getvalue(), extra
