@@ -13,13 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.app_ids import AppId
 from api.auth import ANONYMOUS, Caller
-from core import failures, key_limits, request_queries
+from core import failures
+from core.clock import utcnow
 from core.config import Settings, get_settings
 from core.db_async import connection
 from core.failures import Failure
 from core.input_errors import InputRejected
-from core.request_queries import RequestView
-from core.request_store import CancelOutcome, cancel, utcnow
+from core.requests_table import CancelOutcome, RequestView, cancel, key_limits
+from core.requests_table import api_statements as request_queries
 from queueing.publish import background, unit_of_work
 from storage.inputs import INLINE_MAX_CHARS, DataUri, decode_data_uri, delete_input, is_data_uri, put_input
 from storage.s3 import get_store
