@@ -14,13 +14,14 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from core import metric_rollups
+from core.clock import utcnow
 from core.models import RequestRow, Status
 from core.webhook_models import DeliveryState, WebhookAttempt, WebhookDelivery
 
@@ -33,10 +34,6 @@ JITTER = 0.2
 # it (straight after its commit), so the sweep leaves it alone until then.
 DELIVERY_PUBLISH_GRACE_S = 2.0
 LOST_ATTEMPT = "the dispatcher running this attempt was lost (lease expired)"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
