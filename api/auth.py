@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException
 
-from api.keys import verify_key
+from core.api_keys import verify_key
 from core.config import Settings, get_settings
 
 UNAUTHORIZED = "No user found for Key ID and Secret"

@@ -512,7 +512,7 @@ def main() -> None:
             "LOG_LEVEL": "WARNING",
         }
         os.environ.update(env)  # this process's Settings (the key, the sweeps) name the same stack
-        from api.keys import create_key
+        from core.api_keys import create_key
         from core.migrate import upgrade
 
         upgrade(env["DATABASE_URL"])

@@ -1,6 +1,6 @@
 """`portrait-queue keys create|list|revoke`: API keys in the service's PostgreSQL.
 
-Run on a machine with the server's settings (DATABASE_URL): it calls api.keys directly, the
+Run on a machine with the server's settings (DATABASE_URL): it calls core.api_keys directly, the
 same functions as `python -m api.keys`, rather than an HTTP admin API that would itself need
 guarding.
 """
@@ -30,7 +30,7 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from api import keys
+        from core import api_keys as keys
     except ImportError as exc:
         raise CliError(f"key management is not available in this installation ({exc})") from None
     try:

@@ -7,8 +7,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from core.api_keys import ApiKey  # noqa: F401  (registers the api_keys table)
 from core.config import get_settings
-from core.key_models import ApiKey  # noqa: F401  (registers the api_keys table)
 from core.metric_rollups import MetricRollup  # noqa: F401  (registers the metric_rollups table)
 from core.models import Base
 from core.webhook_models import WebhookDelivery  # noqa: F401  (registers the webhook tables)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from api.keys import create_key
+from core.api_keys import create_key
 from tests.service.processes import start_api
 
 
