@@ -13,14 +13,12 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from core.config import Settings, get_settings
 from core.migrate import upgrade
@@ -46,36 +44,13 @@ def say_auth_mode(settings: Settings) -> None:
     say("      (AUTH_MODE=off in .env turns auth off for a single local user)")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((endpoint.hostname or "", endpoint.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def ensure_weights(settings: Settings) -> None:
+    """The engine's own command decides (worker.liveportrait.download --if-missing): this
+    supervisor starts the worker process and imports nothing of it."""
     if settings.engine_arch != "full":
         return
-    from worker.liveportrait.download import weights_complete
-    from worker.liveportrait.weights import ALL_FILES
-
-    if weights_complete(settings.weights_dir):
-        say(f"weights: {settings.weights_dir} is complete")
-        return
-    if all((settings.weights_dir / rel).is_file() for rel in ALL_FILES):
-        # e.g. fine-tuned or stand-in checkpoints: the loader still checks every key and shape
-        say(f"weights: {settings.weights_dir} holds checkpoints other than the official release; using them")
-        return
-    if not hub_reachable():
-        say(f"weights: missing in {settings.weights_dir} and the hub is unreachable; requests will fail")
-        say("          with 'model weights not installed' until `make weights` has run")
-        return
-    say(f"weights: fetching into {settings.weights_dir} (make weights)")
-    command = [sys.executable, "-m", "worker.liveportrait.download", "--dest", str(settings.weights_dir)]
-    if subprocess.run(command, check=False).returncode != 0:
-        say("weights: download failed; the service runs and reports missing weights per request")
+    command = [sys.executable, "-m", "worker.liveportrait.download", "--if-missing"]
+    subprocess.run([*command, "--dest", str(settings.weights_dir)], check=False)
 
 
 def celery_worker(queues: str, *options: str) -> list[str]:

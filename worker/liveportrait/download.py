@@ -10,10 +10,12 @@ import argparse
 import hashlib
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from .weights import BASE_FILES, STITCHING_FILE
+from .weights import ALL_FILES, BASE_FILES, STITCHING_FILE
 
 REPO_ID = "KwaiVGI/LivePortrait"
 REPO_FOLDER = "liveportrait"
@@ -61,13 +63,53 @@ def download(dest: Path, *, repo_id: str = REPO_ID) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname or "", endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fetch_if_missing(dest: Path) -> int:
+    """What `make run` does before it starts a worker: use what is there, else fetch when the hub
+    answers. Without weights the service still runs (requests fail with a clear error), so only
+    a failed download is an error."""
+    if weights_complete(dest):
+        print(f"weights: {dest} is complete")
+        return 0
+    if all((dest / rel).is_file() for rel in ALL_FILES):
+        # e.g. fine-tuned or stand-in checkpoints: the loader still checks every key and shape
+        print(f"weights: {dest} holds checkpoints other than the official release; using them")
+        return 0
+    if not hub_reachable():
+        print(f"weights: missing in {dest} and the hub is unreachable; requests will fail")
+        print("          with 'model weights not installed' until `make weights` has run")
+        return 0
+    print(f"weights: fetching into {dest} (make weights)", flush=True)
+    try:
+        download(dest)
+    except Exception as exc:  # network errors come in many types; report one line
+        print(f"weights: download failed ({exc}); the service runs and reports missing weights per request")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dest", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", "weights")))
     parser.add_argument(
         "--check", action="store_true", help="only verify what is there; exit 1 if incomplete"
     )
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="keep complete or other checkpoints; fetch only when missing and the hub answers",
+    )
     args = parser.parse_args(argv)
+    if args.if_missing:
+        return fetch_if_missing(args.dest)
     if args.check:
         complete = weights_complete(args.dest)
         print("complete" if complete else "incomplete")
