@@ -1,4 +1,9 @@
-"""One request, start to finish: claim, fetch, edit, store, complete. Never leaves a row stuck."""
+"""Claimed requests, start to finish: claim, fetch, edit, store, complete. Never leaves a row stuck.
+
+One flow runs them: the request a message names, plus up to BATCH_MAX_SIZE - 1 waiting ones
+claimed with it, go through Engine.edit_batch together (a single request is a batch of one),
+and each keeps its own lease, logs and outcome.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,22 @@ import socket
 import time
 import uuid
 from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import Row
 
 from core import failures
+from core.clock import utcnow
 from core.config import Settings, get_settings
 from core.db import session_scope
 from core.db_retry import retry_unavailable
 from core.edit_params import EditParams
 from core.failures import Failure
 from core.input_errors import InputRejected
-from core.request_store import claim, claim_waiting, complete_failed, complete_ok, give_up_expired, utcnow
+from core.requests_table import claim, claim_waiting, complete_failed, complete_ok, give_up_expired
 from queueing.publish import unit_of_work
 from storage.keys import output_key, random_name
 from storage.s3 import get_store
@@ -39,12 +48,39 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class ClaimedRequest:
+    """The columns of a claimed row that running it needs; `attempts` is the claim's fence."""
+
+    id: uuid.UUID
+    attempts: int
+    input: dict[str, Any]
+    start_deadline: datetime | None
+    cancel_requested: bool
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> ClaimedRequest:
+        return cls(row.id, row.attempts, dict(row.input), row.start_deadline, bool(row.cancel_requested))
+
+
+@dataclass
+class Job:
+    """A claimed request whose input is fetched and checked, on its way through the engine."""
+
+    request: ClaimedRequest
+    ctx: RunContext
+    image: bytes
+    params: EditParams
+    # ctx.callback_s when the edit starts: the callbacks' share of the edit is what comes after.
+    callbacks_before: float = 0.0
+
+
 def run_request(request_id: uuid.UUID, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    row = retry_unavailable(
+    first = retry_unavailable(
         lambda: _claim(request_id, settings), for_s=settings.db_retry_s, what=f"the claim of {request_id}"
     )
-    if row is None:
+    if first is None:
         # Finished, cancelled, or running elsewhere: a duplicate or redelivered message. Or its
         # runs are used up and its last worker died: fail it here too, so that it never waits
         # on a reconciler.
@@ -53,137 +89,135 @@ def run_request(request_id: uuid.UUID, settings: Settings | None = None) -> None
         )
         log.info("request %s is not claimable; skipping", request_id)
         return
-    rows = [row]
+    claimed = [first]
     if settings.batch_max_size > 1:
-        rows += _claim_more(settings, settings.batch_max_size - 1)
+        claimed += _claim_more(settings, settings.batch_max_size - 1)
     runnable = []
-    for claimed in rows:
-        early = _refuse_before_start(claimed.start_deadline, claimed.cancel_requested)
+    for request in claimed:
+        early = _refuse_before_start(request)
         if early is not None:
-            _fail(claimed.id, early, claimed.attempts)
+            _fail(request.id, early, request.attempts)
         else:
-            runnable.append(claimed)
-    if len(runnable) == 1:
-        _run_one(runnable[0], settings)
-    elif runnable:
-        _run_batch(runnable, settings)
+            runnable.append(request)
+    if runnable:
+        _run(runnable, settings)
 
 
-def _failure_for(exc: BaseException, row: Any) -> Failure:
+def _failure_for(exc: BaseException, request: ClaimedRequest) -> Failure:
     if isinstance(exc, InputRejected):
-        return failures.invalid_input(exc.message, exc.error_type, value=row.input.get("image_url"))
+        return failures.invalid_input(exc.message, exc.error_type, value=request.input.get("image_url"))
     if isinstance(exc, WeightsError):
         return failures.weights_missing(str(exc) or "model weights not installed")
     if isinstance(exc, Cancelled):
         return failures.cancelled()
     if isinstance(exc, SoftTimeLimitExceeded):
         return failures.run_timeout()
-    log.error("request %s failed", row.id, exc_info=exc)
+    log.error("request %s failed", request.id, exc_info=exc)
     return failures.internal()
 
 
-def _report_failure(row: Any, ctx: RunContext, exc: BaseException, started: float) -> None:
-    failure = _failure_for(exc, row)
+def _report_failure(request: ClaimedRequest, ctx: RunContext, exc: BaseException, started: float) -> None:
+    failure = _failure_for(exc, request)
     ctx.log(f"failed: {failure.message}", "ERROR")
     metrics = {"inference_time": round(time.monotonic() - started, 4)}
-    _fail(row.id, failure, row.attempts, metrics, logs=ctx.close())
+    _fail(request.id, failure, request.attempts, metrics, logs=ctx.close())
 
 
 def _record(
-    row: Any, output: dict[str, Any], metrics: dict[str, Any], logs: list[dict[str, Any]], settings: Settings
+    request: ClaimedRequest,
+    output: dict[str, Any],
+    metrics: dict[str, Any],
+    logs: list[dict[str, Any]],
+    settings: Settings,
 ) -> None:
     # The edit is done: keep trying to record it through a database restart rather than let the
     # lease expire and the whole edit run again.
     if not retry_unavailable(
-        lambda: _complete(row.id, row.attempts, output, metrics, logs),
+        lambda: _complete(request.id, request.attempts, output, metrics, logs),
         for_s=settings.db_retry_s,
-        what=f"the result of {row.id}",
+        what=f"the result of {request.id}",
     ):
-        log.warning("request %s was taken over before it completed here", row.id)
+        log.warning("request %s was taken over before it completed here", request.id)
 
 
 def engine_seconds(result: EditResult, callback_s: float, encoded_before_s: float = 0.0) -> float:
     """The engine's own time for an edit: fal's `metrics.inference_time`.
 
-    Everything Engine.edit did (decoding the input, detection, crop, the networks, paste-back),
-    less the PNG/JPEG encoding of the output (delivery, like storing it) and less the time spent
-    in this worker's log and cancellation callbacks (bookkeeping). A batched item's total is
-    already its own share (Engine.edit_batch), so `encoded_before_s` stays 0 there.
+    Everything the engine did for this item (decoding the input, detection, crop, the networks,
+    paste-back), less the PNG/JPEG encoding of the output (delivery, like storing it) and less
+    the time spent in this worker's log and cancellation callbacks (bookkeeping). An item's
+    total from Engine.edit_batch is already its own share of a batch, and for a batch of one it
+    is the whole edit, as Engine.edit counts it; `encoded_before_s` is 0 for both.
     """
     total = float(result.timings.get("total", sum(result.timings.values())))
     encode = float(result.timings.get("encode", 0.0))
     return max(0.0, total - encode - encoded_before_s - callback_s)
 
 
-def _run_one(row: Any, settings: Settings) -> None:
+def _run(requests: list[ClaimedRequest], settings: Settings) -> None:
+    """The requests through the engine in one pass of its networks; each keeps its own lease,
+    logs and outcome, so one bad input or one cancellation ends only its own request."""
     started = time.monotonic()
-    with RunContext(row.id, row.attempts, lease_s=settings.lease_s) as ctx:
-        try:
-            data, params = _fetch(row.input, ctx, settings)
-            engine = engine_runtime.get(settings)
-            callbacks_before = ctx.callback_s
-            result = engine.edit(
-                data, params, log=ctx.log, check=ctx.check, max_pixels=settings.max_input_pixels
-            )
-            engine_s = engine_seconds(result, ctx.callback_s - callbacks_before)
-            ctx.check()
-            output, metrics = _store(result, engine_s, ctx)
-        except Exception as exc:
-            _report_failure(row, ctx, exc, started)
-            return
-        _record(row, output, metrics, ctx.close(), settings)  # the last lines complete with it
-
-
-def _run_batch(rows: list[Any], settings: Settings) -> None:
-    """Several requests through the networks in one pass; each keeps its own lease, logs and
-    outcome, so one bad input or one cancellation ends only its own request."""
-    started = time.monotonic()
+    # Batched: more than one request was claimed to run together. Only then do the logs and the
+    # metrics name the batch, even if fetches leave only one of them to edit.
+    batched = len(requests) > 1
     with ExitStack() as stack:
-        jobs = []
-        for row in rows:
-            ctx = stack.enter_context(RunContext(row.id, row.attempts, lease_s=settings.lease_s))
+        jobs: list[Job] = []
+        for request in requests:
+            ctx = stack.enter_context(RunContext(request.id, request.attempts, lease_s=settings.lease_s))
             try:
-                jobs.append((row, ctx, *_fetch(row.input, ctx, settings)))
+                image, params = _fetch(request.input, ctx, settings)
             except Exception as exc:
-                _report_failure(row, ctx, exc, started)
+                _report_failure(request, ctx, exc, started)
+                continue
+            jobs.append(Job(request, ctx, image, params))
         if not jobs:
             return
-        for _, ctx, _, _ in jobs:
-            ctx.log(f"running in a batch of {len(jobs)}")
-        callbacks_before = [ctx.callback_s for _, ctx, _, _ in jobs]
-        try:
-            engine = engine_runtime.get(settings)
-            items = [BatchItem(data, params, log=ctx.log, check=ctx.check) for _, ctx, data, params in jobs]
-            outcomes: list[Any] = engine.edit_batch(items, max_pixels=settings.max_input_pixels)
-        except Exception as exc:  # the shared pass itself failed (a time limit, out of memory)
-            outcomes = [exc] * len(jobs)
-        for (row, ctx, _, _), outcome, before in zip(jobs, outcomes, callbacks_before, strict=True):
+        if batched:
+            for job in jobs:
+                job.ctx.log(f"running in a batch of {len(jobs)}")
+        for job in jobs:
+            job.callbacks_before = job.ctx.callback_s
+        outcomes = _edit(jobs, settings)
+        for job, outcome in zip(jobs, outcomes, strict=True):
             try:
-                if isinstance(outcome, BaseException):
+                if isinstance(outcome, Exception):
                     raise outcome
-                engine_s = engine_seconds(outcome, ctx.callback_s - before)
-                ctx.check()
-                output, metrics = _store(outcome, engine_s, ctx)
+                engine_s = engine_seconds(outcome, job.ctx.callback_s - job.callbacks_before)
+                job.ctx.check()
+                output, metrics = _store(outcome, engine_s, job.ctx, batched=batched)
             except Exception as exc:
-                _report_failure(row, ctx, exc, started)
+                _report_failure(job.request, job.ctx, exc, started)
                 continue
-            _record(row, output, metrics, ctx.close(), settings)
+            # The last log lines are written by the statement that completes the request.
+            _record(job.request, output, metrics, job.ctx.close(), settings)
 
 
-def _claim_more(settings: Settings, limit: int) -> list[Any]:
+def _edit(jobs: list[Job], settings: Settings) -> list[EditResult | Exception]:
+    """Each job's result or its own failure, in order."""
+    try:
+        engine = engine_runtime.get(settings)
+        items = [BatchItem(job.image, job.params, log=job.ctx.log, check=job.ctx.check) for job in jobs]
+        return engine.edit_batch(items, max_pixels=settings.max_input_pixels)
+    except Exception as exc:  # no engine, or the shared pass itself failed (a time limit, out of memory)
+        return [exc] * len(jobs)
+
+
+def _claim_more(settings: Settings, limit: int) -> list[ClaimedRequest]:
     """Up to `limit` more waiting requests for this batch, waiting up to BATCH_WAIT_MS for them."""
     deadline = time.monotonic() + settings.batch_wait_ms / 1000
-    found: list[Any] = []
+    found: list[ClaimedRequest] = []
     while True:
         try:
             with session_scope() as session:
-                found += claim_waiting(
+                rows = claim_waiting(
                     session,
                     worker=worker_name(),
                     lease_s=settings.lease_s,
                     max_attempts=settings.max_attempts,
                     limit=limit - len(found),
                 )
+            found += [ClaimedRequest.from_row(row) for row in rows]
         except Exception:  # the batch is an optimisation: the claimed request runs regardless
             log.exception("could not claim more requests for a batch")
             return found
@@ -192,15 +226,16 @@ def _claim_more(settings: Settings, limit: int) -> list[Any]:
         time.sleep(0.01)
 
 
-def _claim(request_id: uuid.UUID, settings: Settings) -> Any:
+def _claim(request_id: uuid.UUID, settings: Settings) -> ClaimedRequest | None:
     with session_scope() as session:
-        return claim(
+        row = claim(
             session,
             request_id,
             worker=worker_name(),
             lease_s=settings.lease_s,
             max_attempts=settings.max_attempts,
         )
+    return ClaimedRequest.from_row(row) if row is not None else None
 
 
 def _give_up(request_id: uuid.UUID, settings: Settings) -> bool:
@@ -220,10 +255,10 @@ def _complete(
         return complete_ok(session, request_id, attempt, output=output, metrics=metrics, logs=logs)
 
 
-def _refuse_before_start(start_deadline: Any, cancel_requested: bool) -> Failure | None:
-    if cancel_requested:
+def _refuse_before_start(request: ClaimedRequest) -> Failure | None:
+    if request.cancel_requested:
         return failures.cancelled()
-    if start_deadline is not None and utcnow() > start_deadline:
+    if request.start_deadline is not None and utcnow() > request.start_deadline:
         return failures.start_timeout()
     return None
 
@@ -253,7 +288,9 @@ def _fetch(payload: dict[str, Any], ctx: RunContext, settings: Settings) -> tupl
     return data, params
 
 
-def _store(result: EditResult, engine_s: float, ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
+def _store(
+    result: EditResult, engine_s: float, ctx: RunContext, *, batched: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
     store = get_store()
     extension = _EXTENSIONS.get(result.content_type, "bin")
     file_name = random_name(f".{extension}")
@@ -279,6 +316,6 @@ def _store(result: EditResult, engine_s: float, ctx: RunContext) -> tuple[dict[s
         if name not in ("total", "batch_size")
     }
     metrics = {"inference_time": round(engine_s, 4), "stages": stages}
-    if "batch_size" in result.timings:
+    if batched and "batch_size" in result.timings:
         metrics["batch_size"] = int(result.timings["batch_size"])
     return output, metrics
