@@ -1,5 +1,6 @@
-"""A request's life after the API inserted it: publish mark, claims, lease renewals, the
-worker's completions, cancel, and the shape of the log lines they append.
+"""A request's life after the API inserted it, over SQLAlchemy: the whole-row read, publish
+mark, claims, lease renewals, the worker's completions, cancel, and the shape of the log lines
+they append.
 
 Every transition is one conditional UPDATE, so concurrent API processes, workers and reconcilers
 never step on each other; completions go through core.requests_table.completion.
