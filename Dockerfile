@@ -13,6 +13,7 @@ COPY core ./core
 COPY storage ./storage
 COPY worker ./worker
 COPY webhooks ./webhooks
+COPY queueing ./queueing
 COPY cli ./cli
 COPY migrations ./migrations
 COPY alembic.ini ./

@@ -189,5 +189,5 @@ def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str,
 def test_the_image_ships_every_package(repo_root: Path) -> None:
     # `pip install .` in the Dockerfile needs each package directory copied in first.
     dockerfile = (repo_root / "Dockerfile").read_text()
-    for package in ("api", "core", "storage", "worker", "webhooks", "cli", "migrations"):
+    for package in ("api", "core", "storage", "worker", "webhooks", "queueing", "cli", "migrations"):
         assert f"COPY {package} " in dockerfile, f"the Dockerfile does not copy {package}/"

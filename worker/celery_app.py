@@ -7,6 +7,7 @@ other process publishes through that module and never imports this one.
 
 from __future__ import annotations
 
-from queueing.broker import app
+from queueing import broker
 
-__all__ = ["app"]
+# `celery -A worker.celery_app` looks for this name.
+app = broker.app
