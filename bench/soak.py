@@ -23,32 +23,30 @@ and, last, one JSON line.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-from botocore.exceptions import ClientError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import percentile  # noqa: E402
 from bench.service import portrait_png, serve_file  # noqa: E402
+from bench.soak_fill import APP, fill, row_id  # noqa: E402
+from bench.soak_sweeps import run_sweeps  # noqa: E402
 from stack.servers import LocalStack  # noqa: E402
 from tests.service.processes import start_api  # noqa: E402
 
-APP = "fal-ai/live-portrait/image"
 REQUESTS = "fal-ai/live-portrait"
 DAY_S = 24 * 3600
 SPREAD_S = 6 * DAY_S  # the filled rows finished over the last six days
@@ -64,84 +62,6 @@ RATIO_TARGETS = {
 }
 METRICS_TARGET_MS = 50.0
 SWEEP_TARGET_PER_S = 1000.0
-
-# One chunk of the fill: rows lo..hi of the series. Everything about row i derives from i (its id
-# is md5(seed || i)), so the three inserts agree without a join and the bench can name any row.
-_FILL_REQUESTS = """
-INSERT INTO requests (id, app_id, status, priority, input, webhook_url, owner_key_id, retention_s,
-    result_expires_at, expired_at, queued_at, published_at, started_at, finished_at, worker,
-    attempts, cancel_requested, logs, output, metrics)
-SELECT id, %(app)s, 'COMPLETED', 0,
-    jsonb_build_object('image_url', 'https://images.example.com/portraits/' || i || '.jpg',
-                       'smile', 0.5, 'blink', 0.1),
-    CASE WHEN i %% 10 = 0 THEN 'https://hooks.example.com/fal/' || %(key)s END,
-    %(key)s, NULL,
-    CASE WHEN expired THEN finished + interval '1 hour' ELSE finished + interval '30 days' END,
-    CASE WHEN expired THEN finished + interval '1 hour' END,
-    queued, queued + interval '2 ms', started, finished,
-    'celery@soak-worker-' || (i %% 4), 1, false,
-    -- JSON written as text and cast once: half the cost of building it with jsonb_build_object.
-    ('[{"message": "fetching the input image", "level": "INFO", "source": "USER", "timestamp": '
-     || to_json(started) || '}, {"message": "input image: JPEG 512x512, 48213 bytes", "level": "INFO",'
-     || ' "source": "USER", "timestamp": ' || to_json(started + interval '40 ms') || '}, {"message":'
-     || ' "editing", "level": "INFO", "source": "USER", "timestamp": '
-     || to_json(started + interval '45 ms') || '}, {"message": "output stored: 512x512 image/jpeg",'
-     || ' "level": "INFO", "source": "USER", "timestamp": ' || to_json(finished) || '}]')::jsonb,
-    CASE WHEN NOT expired THEN ('{"image": {"url": "' || %(s3)s || '/outputs/' || id || '/' || file_name
-        || '?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=604800&X-Amz-Signature=' || md5(file_name)
-        || md5(id::text) || '", "content_type": "image/jpeg", "file_name": "' || file_name
-        || '", "file_size": ' || 40000 + i %% 9000 || ', "width": 512, "height": 512}}')::jsonb END,
-    ('{"inference_time": ' || run_s - 0.05 || ', "stages": {"detect": 0.021, "crop": 0.004,'
-     || ' "appearance": ' || round(run_s * 0.2, 4) || ', "motion": ' || round(run_s * 0.1, 4)
-     || ', "pasteback": 0.012, "decode": ' || round(run_s * 0.5, 4) || ', "encode": 0.006}}')::jsonb
-FROM (
-    SELECT i, id, expired, queued, started, started + run_s * interval '1 second' AS finished, run_s,
-           substr(md5('f' || i), 1, 12) || '.jpg' AS file_name
-    FROM (
-        SELECT i, md5(%(seed)s || i)::uuid AS id, i %% 5 = 1 AS expired,
-               %(t0)s - (i::float8 / %(n)s) * %(spread)s * interval '1 second' AS queued,
-               %(t0)s - (i::float8 / %(n)s) * %(spread)s * interval '1 second'
-                   + (i %% 997) * interval '1 ms' AS started,
-               1.0 + (i %% 1499) / 1000.0 AS run_s
-        FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
-    ) s
-) r
-ORDER BY id  -- in index order: each chunk walks the primary key once instead of at random
-"""
-
-# Deliveries for every tenth row, each with its one (successful) attempt.
-_FILL_DELIVERIES = """
-WITH d AS (
-    INSERT INTO webhook_deliveries (id, request_id, url, user_id, body, state, attempts,
-        round_attempts, next_attempt_at, created_at, finished_at, last_status_code)
-    SELECT md5('d' || %(seed)s || i)::uuid, rid,
-        'https://hooks.example.com/fal/' || %(key)s, 'portrait-queue',
-        '{"request_id": "' || rid || '", "gateway_request_id": "' || rid
-            || '", "status": "OK", "payload": {"image": {"url": "' || %(s3)s || '/outputs/' || rid
-            || '/' || substr(md5('f' || i), 1, 12) || '.jpg", "content_type": "image/jpeg",'
-            || ' "file_size": 41234, "width": 512, "height": 512}}}',
-        'delivered', 1, 1, finished, finished, finished + interval '80 ms', 200
-    FROM (
-        SELECT i, md5(%(seed)s || i)::uuid AS rid,
-               %(t0)s - (i::float8 / %(n)s) * %(spread)s * interval '1 second'
-                   + (i %% 997) * interval '1 ms'
-                   + (1.0 + (i %% 1499) / 1000.0) * interval '1 second' AS finished
-        FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
-        WHERE i %% 10 = 0
-    ) s
-    RETURNING id, created_at, finished_at
-)
-INSERT INTO webhook_attempts (delivery_id, number, started_at, finished_at, status_code)
-SELECT id, 1, created_at + interval '5 ms', finished_at, 200 FROM d
-"""
-
-
-def row_id(seed: str, i: int) -> uuid.UUID:
-    return uuid.UUID(hashlib.md5(f"{seed}{i}".encode()).hexdigest())
-
-
-def file_name_of(i: int) -> str:
-    return hashlib.md5(f"f{i}".encode()).hexdigest()[:12] + ".jpg"
 
 
 class Soak:
@@ -246,185 +166,6 @@ class Soak:
         picks = [i for i in range(0, self.args.rows, step) if i % 5 != 1][:count]
         return [row_id(self.seed, i) for i in picks]
 
-    # -- the fill ----------------------------------------------------------------------------
-
-    def fill(self) -> None:
-        n, chunk = self.args.rows, self.args.chunk
-        s3 = f"{self.env['S3_ENDPOINT_URL']}/{self.env['S3_BUCKET']}"
-        print(
-            f"fill: {n:,} finished requests, {n // 10:,} webhook deliveries, chunks of {chunk:,} ...",
-            flush=True,
-        )
-        started = time.monotonic()
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            # For the fill only: sort each chunk in memory, and checkpoint less often (every
-            # checkpoint makes the next write of each index page a full-page image in the WAL).
-            conn.execute("SET work_mem = '256MB'")
-            conn.execute("SET maintenance_work_mem = '512MB'")
-            tuned = self.set_max_wal_size("16GB")
-            for lo in range(0, n, chunk):
-                hi = min(n, lo + chunk) - 1
-                params = {
-                    "app": APP,
-                    "key": self.key_id,
-                    "seed": self.seed,
-                    "t0": self.t0,
-                    "n": n,
-                    "spread": SPREAD_S,
-                    "lo": lo,
-                    "hi": hi,
-                    "s3": s3,
-                }
-                t = time.monotonic()
-                with conn.transaction():
-                    conn.execute(_FILL_REQUESTS, params)
-                    conn.execute(_FILL_DELIVERIES, params)
-                rate = (hi - lo + 1) / (time.monotonic() - t)
-                print(
-                    f"  rows {lo:>11,} .. {hi:>11,}  {rate:9,.0f} rows/s"
-                    f"  {time.monotonic() - started:7.1f} s",
-                    flush=True,
-                )
-            insert_s = time.monotonic() - started
-            t = time.monotonic()
-            conn.execute("VACUUM ANALYZE requests, webhook_deliveries, webhook_attempts")
-            vacuum_s = time.monotonic() - t
-            if tuned:  # back to the stack's own setting for the measurements
-                self.set_max_wal_size(None)
-                conn.execute("CHECKPOINT")
-            size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
-        self.results.update(
-            fill_s=round(insert_s, 1),
-            fill_rows_per_s=round(n / insert_s),
-            vacuum_analyze_s=round(vacuum_s, 1),
-            database_size=size[0] if size else "",
-        )
-        print(
-            f"fill: {insert_s:.1f} s ({n / insert_s:,.0f} rows/s), VACUUM ANALYZE {vacuum_s:.1f} s,"
-            f" database {self.results['database_size']}",
-            flush=True,
-        )
-
-    def set_max_wal_size(self, value: str | None) -> bool:
-        """ALTER SYSTEM max_wal_size (None: back to the server's configuration) and reload;
-        False where this role may not."""
-        try:
-            with psycopg.connect(self.dsn, autocommit=True) as conn:
-                if value is None:
-                    conn.execute("ALTER SYSTEM RESET max_wal_size")
-                else:
-                    conn.execute(f"ALTER SYSTEM SET max_wal_size = '{value}'")
-                conn.execute("SELECT pg_reload_conf()")
-        except psycopg.Error as exc:
-            print(f"  (max_wal_size left as it is: {exc})", flush=True)
-            return False
-        return True
-
-    # -- the sweeps --------------------------------------------------------------------------
-
-    def ids_sql(self, lo: int, count: int, where: str = "true") -> str:
-        """A subquery naming filled rows lo.. (count of the series) that satisfy `where` on i."""
-        return (
-            f"SELECT md5('{self.seed}' || i)::uuid FROM generate_series({lo}, {lo + count - 1}) AS i"
-            f" WHERE {where}"
-        )
-
-    def sweeps(self) -> None:
-        from core.config import get_settings
-        from storage import upload_sweep
-        from storage.result_sweep import delete_rows_once, drain, expire_results_once
-        from storage.s3 import get_store
-
-        settings, store = get_settings(), get_store()
-        n, args = self.args.rows, self.args
-        # Backlogs from the middle of the history, away from the rows phase B read.
-        result_lo = n // 3
-        result_n = min(args.result_backlog * 5 // 4 + 5, n // 3)  # a fifth of the series expired
-        row_lo = 2 * n // 3
-        row_n = min(args.row_backlog + 5, n // 3)
-
-        # Result expiry: rows past their expiry with the result still there, some with objects.
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            due = conn.execute(
-                "UPDATE requests SET result_expires_at = now() - interval '1 hour'"
-                f" WHERE id IN ({self.ids_sql(result_lo, result_n, 'i % 5 <> 1')})"
-                " AND expired_at IS NULL"
-            ).rowcount
-            conn.execute("ANALYZE requests")
-        objects = [i for i in range(result_lo, result_lo + result_n) if i % 5 != 1][: args.output_objects]
-        print(
-            f"result sweep: {due:,} results due, {len(objects):,} with an output object in S3 ...", flush=True
-        )
-        put_many(store, (f"outputs/{row_id(self.seed, i)}/{file_name_of(i)}" for i in objects), "image/jpeg")
-        t = time.monotonic()
-        expired = drain(lambda: expire_results_once(settings, store), settings)
-        result_s = time.monotonic() - t
-        left = sum(1 for _ in store.keys_under("outputs/"))
-        print(
-            f"  {expired:,} expired in {result_s:.2f} s: {expired / result_s:,.0f} rows/s"
-            f" ({left} output objects left)",
-            flush=True,
-        )
-
-        # Row deletion: rows whose result expired and that ended beyond ROW_RETENTION_S; a tenth
-        # of the series has a delivery (and its attempt), as in the whole table.
-        old = timedelta(seconds=settings.row_retention_s + DAY_S)
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            due_rows = conn.execute(
-                "UPDATE requests SET expired_at = coalesce(expired_at, now() - interval '1 day'),"
-                " output = NULL, finished_at = finished_at - %s"
-                f" WHERE id IN ({self.ids_sql(row_lo, row_n)})",
-                (old,),
-            ).rowcount
-            deliveries = conn.execute(
-                f"SELECT count(*) FROM webhook_deliveries WHERE request_id IN ({self.ids_sql(row_lo, row_n)})"
-            ).fetchone()
-            conn.execute("ANALYZE requests")
-        print(
-            f"row sweep: {due_rows:,} rows due, {deliveries[0] if deliveries else 0:,} with a delivery ...",
-            flush=True,
-        )
-        t = time.monotonic()
-        deleted = drain(lambda: delete_rows_once(settings), settings)
-        row_s = time.monotonic() - t
-        print(f"  {deleted:,} deleted in {row_s:.2f} s: {deleted / row_s:,.0f} rows/s", flush=True)
-
-        # Uploads: objects under uploads/, swept with `now` past their retention.
-        print(f"upload sweep: {args.uploads:,} objects under uploads/ ...", flush=True)
-        put_many(store, (f"uploads/{uuid.uuid4()}/portrait.png" for _ in range(args.uploads)), "image/png")
-        later = datetime.now(UTC) + timedelta(seconds=settings.upload_retention_s + DAY_S)
-        t = time.monotonic()
-        try:
-            swept = upload_sweep.sweep_once(store, settings.upload_retention_s, now=later)
-        except ClientError as exc:  # reported, so that the other figures still come out
-            self.results["upload_sweep_error"] = str(exc)
-            print(f"  upload sweep FAILED after {time.monotonic() - t:.2f} s: {exc}", flush=True)
-            swept = upload_sweep.SweepResult()
-        upload_s = time.monotonic() - t
-        print(
-            f"  {swept.deleted:,} deleted in {upload_s:.2f} s: {swept.deleted / upload_s:,.0f} objects/s",
-            flush=True,
-        )
-        self.results.update(
-            result_sweep_rows=expired,
-            result_sweep_objects=len(objects),
-            result_sweep_s=round(result_s, 2),
-            result_sweep_rows_per_s=round(expired / result_s),
-            row_sweep_rows=deleted,
-            row_sweep_deliveries=deliveries[0] if deliveries else 0,
-            row_sweep_s=round(row_s, 2),
-            row_sweep_rows_per_s=round(deleted / row_s),
-            upload_sweep_objects=swept.deleted,
-            upload_sweep_s=round(upload_s, 2),
-            upload_sweep_objects_per_s=round(swept.deleted / upload_s),
-        )
-
-
-def put_many(store: Any, keys: Iterable[str], content_type: str) -> None:
-    data = b"\xff\xd8soak" + bytes(200)
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda key: store.put(key, data, content_type), keys))
-
 
 def summarize(results: dict[str, Any], empty: dict[str, list[float]], full: dict[str, list[float]]) -> None:
     for name in ("submit", "status", "result", "metrics"):
@@ -524,10 +265,10 @@ def main() -> None:
             soak.finish_own_submits()
             with psycopg.connect(soak.dsn, autocommit=True) as conn:  # phase A's rows leave
                 conn.execute("DELETE FROM requests WHERE owner_key_id = %s", (key_id,))
-            soak.fill()
+            fill(soak)
             full = soak.measure(f"{args.rows:,} rows", soak.sample_ids(args.calls))
             soak.finish_own_submits()
-            soak.sweeps()
+            run_sweeps(soak)
         finally:
             api.stop()
     summarize(soak.results, empty, full)

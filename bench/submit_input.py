@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import percentile  # noqa: E402
 from stack.servers import LocalStack  # noqa: E402
+from storage.keys import INPUTS  # noqa: E402
 from tests.service.processes import start_api  # noqa: E402
 
 APP = "fal-ai/live-portrait/image"
@@ -73,7 +74,7 @@ def stored_inputs(env: dict[str, str]) -> tuple[int, int]:
     client = s3_client(settings)
     count = size = 0
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix="inputs/")
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix=INPUTS)
         for page in pages:
             for obj in page.get("Contents", []):
                 count += 1

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 
+from storage.keys import UPLOADS
+
 FILES_ROUTE = "/files"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_SERVICE_FILE_PATH = re.compile(rf"{FILES_ROUTE}/(uploads/{_UUID}/[^/]+)$")
+_SERVICE_FILE_PATH = re.compile(rf"{FILES_ROUTE}/({re.escape(UPLOADS)}{_UUID}/[^/]+)$")
 
 
 def key_from_service_path(path: str) -> str | None:

@@ -10,14 +10,18 @@ import uuid
 # this prefix and its key, so that the row stays small and the result sweep knows what to delete.
 INPUT_REF_PREFIX = "stored-input:"
 _NAME_ALPHABET = string.ascii_letters + string.digits
+# The three roots of the bucket: results, inputs written at submit, and uploads.
+OUTPUTS = "outputs/"
+INPUTS = "inputs/"
+UPLOADS = "uploads/"
 
 
 def output_key(request_id: uuid.UUID, file_name: str) -> str:
-    return f"outputs/{request_id}/{file_name}"
+    return f"{OUTPUTS}{request_id}/{file_name}"
 
 
 def output_prefix(request_id: uuid.UUID) -> str:
-    return f"outputs/{request_id}/"
+    return f"{OUTPUTS}{request_id}/"
 
 
 def random_name(suffix: str = "") -> str:
@@ -27,7 +31,7 @@ def random_name(suffix: str = "") -> str:
 
 
 def input_key(request_id: uuid.UUID, file_name: str) -> str:
-    return f"inputs/{request_id}/{file_name}"
+    return f"{INPUTS}{request_id}/{file_name}"
 
 
 def input_ref(key: str) -> str:
@@ -40,4 +44,4 @@ def key_of_ref(ref: str) -> str | None:
 
 
 def upload_key(upload_id: uuid.UUID, file_name: str) -> str:
-    return f"uploads/{upload_id}/{file_name}"
+    return f"{UPLOADS}{upload_id}/{file_name}"

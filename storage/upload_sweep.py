@@ -20,8 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.config import Settings
 from core.db import session_scope
+from storage.keys import UPLOADS
 from storage.s3 import ObjectStore, get_store
-from storage.uploads import UPLOAD_PREFIX
 
 log = logging.getLogger(__name__)
 # hashtext() of this names the advisory lock that makes one process the sweeper of a round.
@@ -39,7 +39,7 @@ def sweep_once(store: ObjectStore, retention_s: int, now: datetime | None = None
     s3: Any = store.client
     deleted = 0
     # A page is at most 1,000 keys (DELETE_BATCH): memory stays flat whatever the backlog.
-    for page in store.list_pages(UPLOAD_PREFIX):
+    for page in store.list_pages(UPLOADS):
         deleted += store.delete_keys(obj["Key"] for obj in page if obj["LastModified"] < cutoff)
     return SweepResult(deleted=deleted, aborted=_abort_stale_multipart(s3, store.bucket, cutoff))
 
@@ -59,7 +59,7 @@ def sweep_if_leader(store: ObjectStore, retention_s: int) -> SweepResult | None:
 def _abort_stale_multipart(s3: Any, bucket: str, cutoff: datetime) -> int:
     # Parts of an upload that never completed cost storage but are invisible to list_objects.
     try:
-        listing = s3.list_multipart_uploads(Bucket=bucket, Prefix=UPLOAD_PREFIX)
+        listing = s3.list_multipart_uploads(Bucket=bucket, Prefix=UPLOADS)
     except ClientError:
         return 0  # not every S3-compatible server lists multipart uploads (s3rver does not)
     aborted = 0

@@ -19,7 +19,6 @@ from core.config import Settings
 from storage.keys import upload_key
 from storage.s3 import ObjectStore
 
-UPLOAD_PREFIX = "uploads/"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_PART_NUMBER = 10_000  # S3's own limit
 _NAME_MAX = 120

@@ -23,6 +23,7 @@ import httpx
 import psycopg
 
 from stack.servers import LocalStack
+from storage.keys import output_prefix
 from tests.service.images import face_jpeg
 from tests.service.processes import Child, start_api, start_worker
 
@@ -207,7 +208,7 @@ def output_objects(env: dict[str, str], request_id: str) -> int:
         aws_secret_access_key=env["S3_SECRET_KEY"],
         region_name=env["S3_REGION"],
     )
-    listing = s3.list_objects_v2(Bucket=env["S3_BUCKET"], Prefix=f"outputs/{request_id}/")
+    listing = s3.list_objects_v2(Bucket=env["S3_BUCKET"], Prefix=output_prefix(uuid.UUID(request_id)))
     return int(listing.get("KeyCount", 0))
 
 

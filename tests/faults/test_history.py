@@ -32,7 +32,7 @@ from core.requests_table import cancel, claim_waiting, expire_unstarted, find_st
 from core.requests_table.position_board import _ORDER
 from core.webhook_outbox import find_due
 from stack.servers import LocalStack
-from storage.keys import INPUT_REF_PREFIX
+from storage.keys import INPUT_REF_PREFIX, INPUTS, OUTPUTS, input_key, input_ref, output_key
 from tests.faults.harness import Service, base_env, pg_url, result, status, submit, wait_for
 
 RESULT_RETENTION_S = 2
@@ -225,11 +225,11 @@ def test_the_result_sweep_deletes_output_and_input_objects(history: Service) -> 
     # One plain row, one whose input was stored at submit, one that ran twice (the first run's
     # output, from a lost worker, is found by listing).
     for rid in ids:
-        s3.put_object(Bucket=env["S3_BUCKET"], Key=f"outputs/{rid}/out.png", Body=b"x")
-    s3.put_object(Bucket=env["S3_BUCKET"], Key=f"inputs/{ids[1]}/image", Body=b"x")
-    s3.put_object(Bucket=env["S3_BUCKET"], Key=f"outputs/{ids[2]}/lost-run.png", Body=b"x")
+        s3.put_object(Bucket=env["S3_BUCKET"], Key=output_key(rid, "out.png"), Body=b"x")
+    s3.put_object(Bucket=env["S3_BUCKET"], Key=input_key(ids[1], "image"), Body=b"x")
+    s3.put_object(Bucket=env["S3_BUCKET"], Key=output_key(ids[2], "lost-run.png"), Body=b"x")
     for n, rid in enumerate(ids):
-        image_url = f"{INPUT_REF_PREFIX}inputs/{rid}/image" if n == 1 else "https://example.com/a.png"
+        image_url = input_ref(input_key(rid, "image")) if n == 1 else "https://example.com/a.png"
         _sql(
             history,
             """
@@ -243,7 +243,7 @@ def test_the_result_sweep_deletes_output_and_input_objects(history: Service) -> 
 
     def objects() -> list[str]:
         found = []
-        for prefix in ("outputs/", "inputs/"):
+        for prefix in (OUTPUTS, INPUTS):
             listing = s3.list_objects_v2(Bucket=env["S3_BUCKET"], Prefix=prefix)
             found += [o["Key"] for o in listing.get("Contents", []) if any(str(r) in o["Key"] for r in ids)]
         return found
