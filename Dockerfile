@@ -14,6 +14,7 @@ COPY storage ./storage
 COPY worker ./worker
 COPY webhooks ./webhooks
 COPY queueing ./queueing
+COPY netguard ./netguard
 COPY cli ./cli
 COPY migrations ./migrations
 COPY alembic.ini ./
