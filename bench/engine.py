@@ -33,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from core.edit_params import EXPRESSION_FIELDS, EditParams  # noqa: E402
 from tests.data import kit_vectors, photo  # noqa: E402
-from worker.liveportrait.engine import BatchItem, Engine, PortraitCache, _Timer  # noqa: E402
+from worker.liveportrait.engine import BatchItem, Engine, _Timer  # noqa: E402
 from worker.liveportrait.kit_weights import write_kit_weights  # noqa: E402
+from worker.liveportrait.portrait_cache import PortraitCache  # noqa: E402
 
 CACHE = ROOT / ".cache"
 # The official implementation, float32, 2 threads, on this 2-core machine (kit README, median of 5).

@@ -8,10 +8,7 @@ can reuse a prepared portrait for several edits.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ from .crop import crop_transform, limit_input, network_input, warp_crop, whole_i
 from .face import PASSES, get_detector, lip_open_ratio
 from .imageio import decode_image, encode_image
 from .pasteback import paste_back, resize_crop
+from .portrait_cache import PortraitCache, PreparedPortrait, portrait_key
 from .weights import Networks, load_networks
 
 LogFn = Callable[[str], None]
@@ -50,21 +48,6 @@ class BatchItem:
     params: EditParams
     log: LogFn | None = None
     check: CheckFn | None = None
-
-
-@dataclass
-class PreparedPortrait:
-    """Everything an edit needs that depends only on the image and the crop settings."""
-
-    image: np.ndarray  # the decoded original, RGB uint8, at full resolution
-    m_c2o: np.ndarray | None  # crop -> original, 3x3; None without a crop (flag_do_crop=false)
-    crop_size: int
-    feature: torch.Tensor  # F's volume
-    motion: kp.SourceMotion
-    x_s: torch.Tensor
-    lip_ratio: float | None  # None when no face landmarks were available
-    source: np.ndarray | None = None  # the (1, 3, 256, 256) network input, kept for tests
-    faces_found: int = 0
 
 
 class _Timer:
@@ -94,53 +77,6 @@ def pick_device(device: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
     return dev
-
-
-def portrait_key(image: bytes, params: EditParams) -> tuple[object, ...]:
-    """What a prepared portrait depends on: the image bytes and the fields read before the edit."""
-    return (
-        hashlib.sha256(image).digest(),
-        params.flag_do_crop,
-        params.flag_do_rot,
-        params.dsize,
-        params.scale,
-        params.vx_ratio,
-        params.vy_ratio,
-        params.enable_safety_checker,
-        params.flag_lip_zero,
-        params.face_index,
-    )
-
-
-class PortraitCache:
-    """A small LRU of prepared portraits, so that several edits of one image (the slider
-    workflow) skip decoding, detection, cropping and the appearance and motion networks."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[object, ...], PreparedPortrait] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: tuple[object, ...]) -> PreparedPortrait | None:
-        with self._lock:
-            prep = self._items.get(key)
-            if prep is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return prep
-
-    def put(self, key: tuple[object, ...], prep: PreparedPortrait) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._items[key] = prep
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
 
 
 class Engine:
