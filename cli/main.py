@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli import keys
+from cli import key_commands
 from cli.client import DEFAULT_APP, ApiClient
 from cli.errors import CliError
 from cli.params import add_edit_options, edit_values
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a request")
     cancel.add_argument("request_id")
 
-    keys.add_parser(commands)  # runs on the server: no --url or --key
+    key_commands.add_parser(commands)  # runs on the server: no --url or --key
     return parser
 
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "keys":
-            return keys.run(args)
+            return key_commands.run(args)
         client = ApiClient(args.url, args.key, args.app)
         try:
             return COMMANDS[args.command](args, client)
