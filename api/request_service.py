@@ -19,8 +19,7 @@ from core.config import Settings, get_settings
 from core.db_async import connection
 from core.failures import Failure
 from core.input_errors import InputRejected
-from core.requests_table import CancelOutcome, RequestView, cancel, key_limits
-from core.requests_table import api_statements as request_queries
+from core.requests_table import CancelOutcome, RequestView, api_statements, cancel, key_limits
 from queueing.publish import background, unit_of_work
 from storage.inputs import INLINE_MAX_CHARS, DataUri, decode_data_uri, delete_input, is_data_uri, put_input
 from storage.s3 import get_store
@@ -77,9 +76,9 @@ async def submit(
             if caller.key_id is not None and key_limits.enabled(settings):
                 async with conn.transaction():
                     await key_limits.check(conn, caller.key_id, settings)
-                    view = await request_queries.insert(conn, **values)
+                    view = await api_statements.insert(conn, **values)
             else:
-                view = await request_queries.insert(conn, **values)
+                view = await api_statements.insert(conn, **values)
     except Exception:
         # No row (a key limit, PostgreSQL away): no sweep would ever find the object. Not on
         # cancellation, where the commit may have happened: a row without its object is worse
@@ -88,7 +87,7 @@ async def submit(
             await run_in_threadpool(_forget_input, request_id, stored)
         raise
     background.enqueue(view.id, priority)
-    return await request_queries.settle_position(view)
+    return await api_statements.settle_position(view)
 
 
 async def _store_large_input(
@@ -139,7 +138,7 @@ async def load(
 ) -> RequestView | None:
     """The request if it belongs to this app's owner/alias and to the caller, with its queue
     position. Another key's request is reported exactly like an unknown one."""
-    view = await request_queries.fetch(request_id, with_logs=with_logs)
+    view = await api_statements.fetch(request_id, with_logs=with_logs)
     if view is None or _queue_base(view.app_id) != app.queue_base:
         return None
     if not caller.owns(view.owner_key_id):
@@ -159,6 +158,6 @@ async def request_cancel(app: AppId, request_id: uuid.UUID, caller: Caller = ANO
 
 
 def _cancel(request_id: uuid.UUID) -> CancelOutcome:
-    # Cancelling also writes the webhook outbox (core.request_store): the workers' code path.
+    # Cancelling also writes the webhook outbox (core.requests_table): the workers' code path.
     with unit_of_work() as session:
         return cancel(session, request_id, failures.cancelled())

@@ -13,7 +13,7 @@ import psycopg
 from botocore.exceptions import ClientError
 
 from bench.soak_fill import DAY_S, file_name_of, row_id
-from storage.keys import OUTPUTS, output_key, upload_key
+from storage.layout import OUTPUTS, output_key, upload_key
 
 
 def ids_sql(seed: str, lo: int, count: int, where: str = "true") -> str:

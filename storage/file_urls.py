@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from storage.keys import UPLOADS
+from storage.layout import UPLOADS
 
 FILES_ROUTE = "/files"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

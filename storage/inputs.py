@@ -2,7 +2,7 @@
 
 A data URI is decoded here, by the API at submit and by the worker at fetch. A large one's bytes
 are kept in the bucket instead of the row: the row's `input.image_url` then holds
-storage.keys.input_ref(key), a few dozen characters, so that the row stays small whatever the
+storage.layout.input_ref(key), a few dozen characters, so that the row stays small whatever the
 image's size; the worker reads the object through the S3 API and the result sweep deletes it
 with the outputs. Clients cannot send such a reference themselves: api.schemas accepts only
 http(s) URLs and data URIs as image_url.
@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 from botocore.exceptions import ClientError
 
 from core.input_errors import DownloadFailed, TooLarge
-from storage.keys import INPUT_REF_PREFIX, input_key, input_ref, key_of_ref, random_name
+from storage.layout import INPUT_REF_PREFIX, input_key, input_ref, key_of_ref, random_name
 from storage.s3 import ObjectStore
 
 # Data URIs up to this many characters stay in the row: a small icon costs the row less than

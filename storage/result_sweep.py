@@ -23,7 +23,7 @@ from core import metric_rollups
 from core.config import Settings
 from core.db import session_scope
 from core.requests_table import DueResult, claim_due_results, delete_rows, mark_expired
-from storage.keys import INPUT_REF_PREFIX, output_key, output_prefix
+from storage.layout import INPUT_REF_PREFIX, output_key, output_prefix
 from storage.s3 import ObjectStore, get_store
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.config import Settings
 from core.db import session_scope
-from storage.keys import UPLOADS
+from storage.layout import UPLOADS
 from storage.s3 import ObjectStore, get_store
 
 log = logging.getLogger(__name__)

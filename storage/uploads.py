@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from core.config import Settings
-from storage.keys import upload_key
+from storage.layout import upload_key
 from storage.s3 import ObjectStore
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from core.config import get_settings
 from core.db import session_scope
-from core.models import RequestRow
+from core.requests_table import get
 from core.webhook_models import DeliveryState
 from core.webhook_outbox import Redelivery, deliveries_of, redeliver
 from queueing.publish import unit_of_work
@@ -107,13 +107,13 @@ def webhook_routers(
 
 def _visible(request_id: uuid.UUID, caller: Caller) -> bool:
     with session_scope() as session:
-        row = session.get(RequestRow, request_id)
+        row = get(session, request_id)
         return row is not None and caller.owns(row.owner_key_id)
 
 
 def _deliveries(request_id: uuid.UUID, caller: Caller) -> dict[str, Any] | None:
     with session_scope() as session:
-        row = session.get(RequestRow, request_id)
+        row = get(session, request_id)
         # Another key's request is reported exactly like an unknown one.
         if row is None or not caller.owns(row.owner_key_id):
             return None

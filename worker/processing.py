@@ -30,7 +30,7 @@ from core.failures import Failure
 from core.input_errors import InputRejected
 from core.requests_table import claim, claim_waiting, complete_failed, complete_ok, give_up_expired
 from queueing.publish import unit_of_work
-from storage.keys import output_key, random_name
+from storage.layout import output_key, random_name
 from storage.s3 import get_store
 from worker import engine_runtime
 from worker.fetch import FetchLimits, fetch_input

@@ -23,7 +23,7 @@ import httpx
 import psycopg
 
 from stack.servers import LocalStack
-from storage.keys import output_prefix
+from storage.layout import output_prefix
 from tests.service.images import face_jpeg
 from tests.service.processes import Child, start_api, start_worker
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from core.config import get_settings
 from core.db import session_scope
-from storage.keys import INPUT_REF_PREFIX, key_of_ref
+from storage.layout import INPUT_REF_PREFIX, key_of_ref
 from storage.s3 import s3_client
 from tests.service.client_helpers import APP, QUEUE_BASE, result, submit, wait_completed
 from tests.service.images import noise_png

@@ -1,4 +1,4 @@
-"""Object key layout in the bucket: everything about one request lives under its id."""
+"""The bucket's key layout: every object key the service writes, under one of three roots."""
 
 from __future__ import annotations
 
