@@ -31,9 +31,7 @@ import numpy as np
 import torch
 
 from .arch import FULL
-from .weights import BASE_FILES, STITCHING_FILE, build_networks
-
-_PREFIX = "module."
+from .weights import build_networks, save_official_layout
 
 
 def _generator(seed: int, key: str) -> np.random.Generator:
@@ -90,27 +88,7 @@ def state_dict_for(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor
 def write_kit_weights(dest: Path | str, seed: int = 0) -> list[Path]:
     """Write the five official checkpoint files under `dest` (about 520 MB); returns their paths."""
     dest = Path(dest)
-    nets = build_networks(FULL)
-    written: list[Path] = []
-    for name, module in nets.base_modules().items():
-        path = dest / BASE_FILES[name]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state_dict_for(module, seed), path)
-        written.append(path)
-    # The retargeting file was saved from data-parallel modules, hence the prefix on every key.
-    bundle = {
-        part: {_PREFIX + key: value for key, value in state_dict_for(module, seed).items()}
-        for part, module in (
-            ("retarget_shoulder", nets.stitching),
-            ("retarget_mouth", nets.lip),
-            ("retarget_eye", nets.eye),
-        )
-    }
-    path = dest / STITCHING_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(bundle, path)
-    written.append(path)
-    return written
+    return save_official_layout(build_networks(FULL), dest, lambda module: state_dict_for(module, seed))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .arch import Arch, get_arch
-from .weights import BASE_FILES, STITCHING_FILE, build_networks
+from .weights import build_networks, save_official_layout
 
 
 def _value(gen: torch.Generator, key: str, ref: torch.Tensor) -> torch.Tensor:
@@ -63,21 +63,5 @@ def write_random_weights(dest: Path | str, *, arch: str | Arch = "tiny", seed: i
     """Write a complete weights folder for `arch` under `dest`; returns `dest`."""
     dest = Path(dest)
     arch_obj = get_arch(arch) if isinstance(arch, str) else arch
-    nets = build_networks(arch_obj)
-    base = nets.base_modules()
-    for name, rel in BASE_FILES.items():
-        path = dest / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(random_state_dict(base[name], seed), path)
-    bundle = {
-        part: {f"module.{k}": v for k, v in random_state_dict(module, seed).items()}
-        for part, module in (
-            ("retarget_shoulder", nets.stitching),
-            ("retarget_mouth", nets.lip),
-            ("retarget_eye", nets.eye),
-        )
-    }
-    path = dest / STITCHING_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(bundle, path)
+    save_official_layout(build_networks(arch_obj), dest, lambda module: random_state_dict(module, seed))
     return dest

@@ -7,6 +7,7 @@ code on the worker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ BASE_FILES = {
 }
 STITCHING_FILE = "retargeting_models/stitching_retargeting_module.pth"
 ALL_FILES = (*BASE_FILES.values(), STITCHING_FILE)
+_PARALLEL_PREFIX = "module."
 
 
 @dataclass
@@ -50,6 +52,10 @@ class Networks:
             "spade_generator": self.decoder,
         }
 
+    def stitching_modules(self) -> dict[str, nn.Module]:
+        """The three retargeting MLPs under their entries in the official stitching file."""
+        return {"retarget_shoulder": self.stitching, "retarget_mouth": self.lip, "retarget_eye": self.eye}
+
     def modules(self) -> list[nn.Module]:
         return [self.appearance, self.motion, self.warping, self.decoder, self.stitching, self.lip, self.eye]
 
@@ -66,9 +72,31 @@ def build_networks(arch: Arch) -> Networks:
     )
 
 
+def save_official_layout(
+    nets: Networks, dest: Path, state_dict_of: Callable[[nn.Module], dict[str, torch.Tensor]]
+) -> list[Path]:
+    """Write the five checkpoint files of `nets` under `dest` as the official release lays them
+    out, each module's tensors given by `state_dict_of`; returns their paths."""
+    written: list[Path] = []
+    for name, module in nets.base_modules().items():
+        path = dest / BASE_FILES[name]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state_dict_of(module), path)
+        written.append(path)
+    # The retargeting file was saved from data-parallel modules, hence the prefix on every key.
+    bundle = {
+        part: {_PARALLEL_PREFIX + key: value for key, value in state_dict_of(module).items()}
+        for part, module in nets.stitching_modules().items()
+    }
+    path = dest / STITCHING_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(bundle, path)
+    return [*written, path]
+
+
 def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Data-parallel checkpoints prefix every key with `module.`; the official loader drops it."""
-    return {key.replace("module.", ""): value for key, value in state.items()}
+    return {key.replace(_PARALLEL_PREFIX, ""): value for key, value in state.items()}
 
 
 def _read(path: Path) -> object:
@@ -129,11 +157,7 @@ def load_networks(weights_dir: Path | str, arch: Arch | str) -> Networks:
     if not isinstance(bundle, dict):
         raise WeightsError(f"{path}: expected a dict of three state dicts")
     # the real file carries more entries than these three; the official loader ignores them too
-    for part, module in (
-        ("retarget_shoulder", nets.stitching),
-        ("retarget_mouth", nets.lip),
-        ("retarget_eye", nets.eye),
-    ):
+    for part, module in nets.stitching_modules().items():
         if part not in bundle:
             raise WeightsError(f"{path}: missing entry {part!r}")
         state = bundle[part]
