@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import LoadResult, percentile, run_load  # noqa: E402
 from stack.servers import LocalStack  # noqa: E402
 from tests.data import photo  # noqa: E402
-from tests.service.processes import Child, start_api, start_worker  # noqa: E402
+from tests.support.processes import Child, start_api, start_worker  # noqa: E402
 
 APP = "fal-ai/live-portrait/image"
 TARGETS = {"submit_rps": 500, "submit_p99_ms": 50, "status_rps": 2000, "queue_overhead_p50_ms": 20}

@@ -45,7 +45,7 @@ from bench.service import portrait_png, serve_file  # noqa: E402
 from bench.soak_fill import APP, fill, row_id  # noqa: E402
 from bench.soak_sweeps import run_sweeps  # noqa: E402
 from stack.servers import LocalStack  # noqa: E402
-from tests.service.processes import start_api  # noqa: E402
+from tests.support.processes import start_api  # noqa: E402
 
 REQUESTS = "fal-ai/live-portrait"
 DAY_S = 24 * 3600

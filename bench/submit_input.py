@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import percentile  # noqa: E402
 from stack.servers import LocalStack  # noqa: E402
 from storage.layout import INPUTS  # noqa: E402
-from tests.service.processes import start_api  # noqa: E402
+from tests.support.processes import start_api  # noqa: E402
 
 APP = "fal-ai/live-portrait/image"
 

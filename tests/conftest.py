@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # The real PostgreSQL, Redis and S3 servers (`local_stack`), started once per session on demand.
-pytest_plugins = ["tests.stack_fixture"]
+pytest_plugins = ["tests.support.stack_fixture"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

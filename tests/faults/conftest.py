@@ -31,8 +31,8 @@ def migrated_stack(local_stack):  # type: ignore[no-untyped-def]
 def standard_service(migrated_stack, fault_weights: Path, fault_logs: Path):  # type: ignore[no-untyped-def]
     """One API in keys mode and two workers shared by the cancel, retention and hostile-input
     tests (none of which restarts anything): yields (service, base URL, auth headers)."""
-    from tests.faults.harness import Service, base_env
-    from tests.faults.test_auth import new_key
+    from tests.support.harness import Service, base_env
+    from tests.support.key_commands import new_key
 
     env = base_env(
         migrated_stack,

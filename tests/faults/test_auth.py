@@ -4,8 +4,6 @@ two API processes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,24 +13,12 @@ import psycopg
 import pytest
 
 from stack.servers import LocalStack
-from tests.faults.harness import APP, QUEUE_BASE, Service, base_env, pg_url, submit
+from tests.support.harness import APP, QUEUE_BASE, Service, base_env, pg_url, submit
+from tests.support.key_commands import keys_cli, new_key
 
 IN_FLIGHT = 3
 PER_MINUTE = 5
 STATIC_KEY = "static-id:static-secret"
-
-
-def keys_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "api.keys", *args], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def new_key(env: dict[str, str], name: str) -> dict[str, str]:
-    done = keys_cli(env, "create", name)
-    assert done.returncode == 0, done.stderr
-    key = done.stdout.strip().splitlines()[-1]  # the last line is key_id:secret
-    return {"Authorization": f"Key {key}"}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from stack.process import RunningServer
 from stack.redis_server import start_redis
 from stack.servers import LocalStack
-from tests.faults.harness import (
+from tests.support.harness import (
     SCALE,
     Ledger,
     Service,

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.faults.harness import (
+from tests.support.harness import (
     QUEUE_BASE,
     Ledger,
     Service,

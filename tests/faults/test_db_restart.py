@@ -14,7 +14,7 @@ import pytest
 from core.migrate import upgrade
 from stack.postgres_server import RunningPostgres, start_postgres
 from stack.servers import LocalStack
-from tests.faults.harness import (
+from tests.support.harness import (
     QUEUE_BASE,
     SCALE,
     Ledger,

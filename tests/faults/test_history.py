@@ -33,7 +33,7 @@ from core.requests_table.position_board import _ORDER
 from core.webhook_outbox import find_due
 from stack.servers import LocalStack
 from storage.layout import INPUT_REF_PREFIX, INPUTS, OUTPUTS, input_key, input_ref, output_key
-from tests.faults.harness import Service, base_env, pg_url, result, status, submit, wait_for
+from tests.support.harness import Service, base_env, pg_url, result, status, submit, wait_for
 
 RESULT_RETENTION_S = 2
 ROW_RETENTION_S = 4

@@ -16,8 +16,8 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.faults.harness import APP, SCALE, Ledger, Service, result, submit, wait_all_completed
-from tests.faults.hostile_images import POLYGLOT_MARKER, editable, refused
+from tests.support.harness import APP, SCALE, Ledger, Service, result, submit, wait_all_completed
+from tests.support.hostile_images import POLYGLOT_MARKER, editable, refused
 
 FUZZ_EXAMPLES = 8 * SCALE
 StandardService = tuple[Service, str, dict[str, str]]

@@ -8,7 +8,7 @@ import json
 
 import httpx
 
-from tests.faults.harness import Service, output_objects, result, submit, wait_all_completed, wait_for
+from tests.support.harness import Service, output_objects, result, submit, wait_all_completed, wait_for
 
 
 def test_results_expire_after_their_retention(standard_service: tuple[Service, str, dict[str, str]]) -> None:

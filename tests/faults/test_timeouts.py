@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stack.servers import LocalStack
-from tests.faults.harness import Ledger, Service, base_env, result, submit, wait_all_completed
+from tests.support.harness import Ledger, Service, base_env, result, submit, wait_all_completed
 
 
 @pytest.fixture(scope="module")

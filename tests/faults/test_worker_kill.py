@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stack.servers import LocalStack
-from tests.faults.harness import (
+from tests.support.harness import (
     SCALE,
     Ledger,
     Service,

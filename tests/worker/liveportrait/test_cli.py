@@ -1,0 +1,73 @@
+"""`python -m worker.liveportrait INPUT OUTPUT --weights DIR [--params JSON]` as a user runs it."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "worker.liveportrait", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "portrait.jpg"
+    Image.fromarray(astronaut).save(path, "JPEG", quality=95)
+    return path
+
+
+def test_edit_writes_the_image_and_reports_it(portrait: Path, tiny_weights_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    params = '{"smile": 1, "flag_do_crop": false, "flag_pasteback": false, "output_format": "png"}'
+    weights = ["--weights", str(tiny_weights_dir), "--arch", "tiny"]
+    proc = run(str(portrait), str(out), *weights, "--params", params)
+    assert proc.returncode == 0, proc.stderr
+    assert "width=512 height=512" in proc.stdout and "time=" in proc.stdout
+    img = Image.open(io.BytesIO(out.read_bytes()))
+    assert img.format == "PNG" and img.size == (512, 512)
+
+
+def test_format_follows_the_extension(portrait: Path, tiny_weights_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    proc = run(str(portrait), str(out), "--weights", str(tiny_weights_dir), "--arch", "tiny")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ('{"smile": 9}', "smile"),
+        ('{"nope": 1}', "nope"),
+        ('{"smile": ', "invalid --params"),
+        ('{"image_url": "x"}', "image_url"),
+        ('{"output_format": "gif"}', "output_format"),
+    ],
+)
+def test_bad_params_exit_with_one_line(portrait: Path, tmp_path: Path, params: str, reason: str) -> None:
+    proc = run(str(portrait), str(tmp_path / "o.jpg"), "--weights", str(tmp_path), "--params", params)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0]
+
+
+def test_bad_image_and_missing_weights(portrait: Path, tiny_weights_dir: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\x00" * 100)
+    proc = run(str(junk), str(tmp_path / "o.jpg"), "--weights", str(tiny_weights_dir), "--arch", "tiny")
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    proc = run(str(portrait), str(tmp_path / "o.jpg"), "--weights", str(tmp_path / "none"))
+    assert proc.returncode != 0 and "model weights not installed" in proc.stderr
+    proc = run(str(tmp_path / "missing.jpg"), str(tmp_path / "o.jpg"), "--weights", str(tiny_weights_dir))
+    assert proc.returncode != 0 and "cannot read" in proc.stderr
+    assert not (tmp_path / "o.jpg").exists()
