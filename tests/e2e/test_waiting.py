@@ -35,6 +35,9 @@ def test_positions_cancel_and_never_run_after_cancel(
     low = submit(api, bad, headers={"x-fal-queue-priority": "low"})
     normal = [submit(api, bad, headers={"x-fal-queue-priority": "normal"}) for _ in range(3)]
     base = normal[0]["queue_position"]
+    # The session's database is shared: low-priority rows other modules left waiting are ahead of
+    # this one too (base already counts the normal ones).
+    earlier_low = _waiting_low_before(low["request_id"])
     assert [s["queue_position"] for s in normal] == [base, base + 1, base + 2]
 
     def position(sub: dict[str, str]) -> int:
@@ -45,7 +48,7 @@ def test_positions_cancel_and_never_run_after_cancel(
         return int(body["queue_position"])
 
     # The low-priority request was submitted first but waits behind every normal one.
-    assert position(low) == base + 3
+    assert position(low) == base + 3 + earlier_low
     # One message per request, each in its priority's queue (published just after the answer).
     broker = redis.Redis.from_url(env["REDIS_URL"])
 
@@ -63,7 +66,7 @@ def test_positions_cancel_and_never_run_after_cancel(
     done = status(api, victim["request_id"]).json()
     assert done["status"] == "COMPLETED" and done["error_type"] == "client_cancelled"
     assert result(api, victim["request_id"]).status_code == 499
-    assert position(normal[2]) == base + 1 and position(low) == base + 2
+    assert position(normal[2]) == base + 1 and position(low) == base + 2 + earlier_low
     assert cancel(api, victim["request_id"]).json() == {"status": "ALREADY_COMPLETED"}
 
     worker = start_worker(env, logs_dir, "idle-worker", _queues(env))
@@ -80,6 +83,21 @@ def test_positions_cancel_and_never_run_after_cancel(
     finally:
         worker.stop()
     _assert_never_started(victim["request_id"])
+
+
+def _waiting_low_before(request_id: str) -> int:
+    """Waiting low-priority rows queued before this one: in the queue's order, ahead of it."""
+    with session_scope() as session:
+        return int(
+            session.execute(
+                text(
+                    "SELECT count(*) FROM requests r, requests me WHERE me.id = :id"
+                    " AND r.status = 'IN_QUEUE' AND r.priority = me.priority"
+                    " AND (r.queued_at, r.id) < (me.queued_at, me.id)"
+                ),
+                {"id": uuid.UUID(request_id)},
+            ).scalar_one()
+        )
 
 
 def _age(request_id: uuid.UUID) -> None:
