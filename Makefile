@@ -22,10 +22,10 @@ install: $(STAMP) browser
 browser:
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  echo "installing chromium (apt-get) for tests/service/test_playground.py"; \
+	  echo "installing chromium (apt-get) for tests/api/test_playground.py"; \
 	  $$sudo apt-get update -qq && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
-	    >/dev/null || echo "chromium could not be installed (tests/service/test_playground.py needs it)"; \
+	    >/dev/null || echo "chromium could not be installed (tests/api/test_playground.py needs it)"; \
 	fi
 
 test: $(STAMP) browser

@@ -9,7 +9,7 @@ own generator (worker/liveportrait/kit_weights.py). Portrait: the kit's astronau
 With --half and/or --compile the script first prints that configuration's conformance error: its
 output against a plain float32 eager run of the same engine on the same input, and (with the kit)
 against the official output (the kit's vectors carried in tests/data) as
-tests/engine/test_conformance.py measures it. On a GPU host:
+tests/worker/liveportrait/test_conformance.py measures it. On a GPU host:
 
     python bench/engine.py --device cuda --half --batch 1,4,16
     python bench/engine.py --device cuda --half --compile --batch 1,4,16
@@ -53,7 +53,8 @@ STAGES = (
     "encode",
 )
 KIT_EDITS = (0, 1, 2, 3)
-# tests/engine/test_conformance.py: decoded image within the kit's float16 rounding + 1e-4, uint8 within 1
+# tests/worker/liveportrait/test_conformance.py: decoded image within the kit's float16 rounding
+# + 1e-4, uint8 within 1
 KIT_FLOAT_LIMIT = 5e-4 + 1e-4
 
 
@@ -77,7 +78,7 @@ def sync(engine: Engine) -> None:
 
 
 def to_u8(image: torch.Tensor) -> np.ndarray:
-    """As tests/engine/test_conformance.py (and the official code): clip, scale, truncate."""
+    """As tests/worker/liveportrait/test_conformance.py (and the official code): clip, scale, truncate."""
     return (image[0].float().permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
 
 

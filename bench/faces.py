@@ -24,7 +24,7 @@ from tests.data import photo
 from worker.liveportrait.face import CNN_MAX_SIDE, DetectPass, Face, FaceDetector, get_detector
 
 # Where dlib's 68-point predictor puts the astronaut's eye centres and the size of its HOG box, on
-# the 512 px original (tests/engine/test_face.py pins the same points).
+# the 512 px original (tests/worker/liveportrait/test_face.py pins the same points).
 EYE_MID = np.array([224.85, 102.85])
 FACE_PX = 91.0
 

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
-// The client is installed in a cache folder outside the repository (tests/service/js_client.py).
+// The client is installed in a cache folder outside the repository (tests/support/js_client.py).
 const require = createRequire(`${process.env.FAL_CLIENT_HOME}/`);
 const { createFalClient, ValidationError } = require("@fal-ai/client");
 
