@@ -1,8 +1,9 @@
 """Fault-injection harness: the service as real processes whose servers and workers a test can
 kill and restart, plus the bookkeeping that proves no accepted request was lost or duplicated.
 
-Each test module builds its own service (own queue names and bucket, and where it restarts a
-server, its own server), so the session's servers stay untouched.
+Each test module builds its own service (own database, queue names and bucket, and where it
+restarts a server, its own server), so the session's servers stay untouched: the fault tests, and
+tests/worker/test_batching.py for a worker with its own batch settings.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Session-scoped real servers for tests: PostgreSQL, Redis and S3 from stack.servers.
 
-Wire it in with `pytest_plugins = ["tests.support.stack_fixture"]` in the top-level conftest, or import
-`local_stack` into a test module or conftest. The servers start once per test session, on free ports
-under a pytest temporary folder, through the same LocalStack code that `make run` uses; only the
-fsyncs are off (persistent=False), which is what makes the difference in speed.
+A pytest plugin: tests/conftest.py lists it in `pytest_plugins`, so every test package sees
+`local_stack`. The servers start once per test session, on free ports under a pytest temporary
+folder, through the same LocalStack code that `make run` uses; only the fsyncs are off
+(persistent=False), which is what makes the difference in speed.
 """
 
 from __future__ import annotations
