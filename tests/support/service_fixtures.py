@@ -122,12 +122,3 @@ def api(migrated: dict[str, str], logs_dir: Path) -> Iterator[str]:
     child, base = start_api(migrated, logs_dir)
     yield base
     child.stop()
-
-
-@pytest.fixture(scope="session")
-def idle_api(migrated: dict[str, str], logs_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """An API publishing to queues no worker consumes: its requests stay queued until a test says."""
-    env = {**migrated, "QUEUE_NAME": migrated["QUEUE_NAME"] + "idle", "RECONCILE_INTERVAL_S": "0"}
-    child, base = start_api(env, logs_dir, name="idle-api")
-    yield base, env
-    child.stop()
