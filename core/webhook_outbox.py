@@ -232,29 +232,25 @@ def finish_attempt(
         WebhookDelivery.id == claimed.delivery_id,
         WebhookDelivery.state == DeliveryState.PENDING.value,
     )
-    if outcome.accepted:
-        # A success counts even if a slower duplicate attempt holds the lease now.
-        delivered = session.execute(
+
+    def end_in(state: DeliveryState, conditions: tuple[Any, ...]) -> AfterAttempt:
+        ended = session.execute(
             update(WebhookDelivery)
-            .where(*pending)
-            .values(state=DeliveryState.DELIVERED.value, finished_at=now, **common)
+            .where(*conditions)
+            .values(state=state.value, finished_at=now, **common)
             .returning(WebhookDelivery.id)
         ).one_or_none()
-        if delivered is not None:
-            metric_rollups.record_delivery_state(session, DeliveryState.DELIVERED.value, +1)
+        if ended is not None:
+            metric_rollups.record_delivery_state(session, state.value, +1)
         return AfterAttempt(Next.DONE)
+
+    if outcome.accepted:
+        # A success counts even if a slower duplicate attempt holds the lease now.
+        return end_in(DeliveryState.DELIVERED, pending)
     # A failure is recorded only while this attempt is still the latest (fencing).
     mine = (*pending, WebhookDelivery.attempts == claimed.attempt)
     if claimed.round_attempt > len(retry_delays):
-        failed = session.execute(
-            update(WebhookDelivery)
-            .where(*mine)
-            .values(state=DeliveryState.FAILED.value, finished_at=now, **common)
-            .returning(WebhookDelivery.id)
-        ).one_or_none()
-        if failed is not None:
-            metric_rollups.record_delivery_state(session, DeliveryState.FAILED.value, +1)
-        return AfterAttempt(Next.DONE)
+        return end_in(DeliveryState.FAILED, mine)
     delay = retry_delays[claimed.round_attempt - 1] * random.uniform(1 - JITTER, 1 + JITTER)
     soon = delay <= publish_within_s
     updated = session.execute(

@@ -1,4 +1,4 @@
-"""Service file URLs: `<service base>/files/uploads/<uuid>/<name>`, served by the API.
+"""Service file URLs: `<service base>/files/<upload key>`, served by the API.
 
 fal-client's multipart upload builds its part URLs from the file URL it is handed
 (`<access_url>/multipart/<id>/<n>`), so for those uploads the file URL must be one of ours
@@ -14,7 +14,8 @@ from storage.layout import UPLOADS
 
 FILES_ROUTE = "/files"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_SERVICE_FILE_PATH = re.compile(rf"{FILES_ROUTE}/({re.escape(UPLOADS)}{_UUID}/[^/]+)$")
+# The shard folder is optional: uploads made before keys were sharded keep their URLs.
+_SERVICE_FILE_PATH = re.compile(rf"{FILES_ROUTE}/({re.escape(UPLOADS)}(?:[0-9a-f]{{2}}/)?{_UUID}/[^/]+)$")
 
 
 def key_from_service_path(path: str) -> str | None:

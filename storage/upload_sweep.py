@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,9 +39,17 @@ def sweep_once(store: ObjectStore, retention_s: int, now: datetime | None = None
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=retention_s)
     s3: Any = store.client
     deleted = 0
-    # A page is at most 1,000 keys (DELETE_BATCH): memory stays flat whatever the backlog.
-    for page in store.list_pages(UPLOADS):
-        deleted += store.delete_keys(obj["Key"] for obj in page if obj["LastModified"] < cutoff)
+    # A page is at most 1,000 keys (DELETE_BATCH): memory stays flat whatever the backlog. Each
+    # page is deleted while the next one is listed: the two cost about the same.
+    with ThreadPoolExecutor(max_workers=1) as deleter:
+        pending: Future[int] | None = None
+        for page in store.list_pages(UPLOADS):
+            expired = [obj["Key"] for obj in page if obj["LastModified"] < cutoff]
+            if pending is not None:
+                deleted += pending.result()
+            pending = deleter.submit(store.delete_keys, expired)
+        if pending is not None:
+            deleted += pending.result()
     return SweepResult(deleted=deleted, aborted=_abort_stale_multipart(s3, store.bucket, cutoff))
 
 

@@ -1,7 +1,7 @@
 """Uploaded input files in the bucket: names, limits, single and multipart writes.
 
-Every upload lives at `uploads/<uuid>/<file name>`; the random uuid makes keys unguessable and
-lets the sweep (storage/upload_sweep.py) find uploads by prefix.
+Every upload lives at `uploads/<shard>/<uuid>/<file name>` (storage/layout.py); the random uuid
+makes keys unguessable and lets the sweep (storage/upload_sweep.py) find uploads by prefix.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def clean_content_type(raw: str | None) -> str:
 
 def safe_file_name(name: str | None, content_type: str) -> str:
     # Only the last path component, in a conservative alphabet: keys must stay one segment deep
-    # (the service file URLs and the sweep rely on `uploads/<uuid>/<name>`).
+    # (the service file URLs and the sweep rely on storage.layout.upload_key).
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     base = _UNSAFE_NAME.sub("_", base).strip("._")[:_NAME_MAX]
     if base:
