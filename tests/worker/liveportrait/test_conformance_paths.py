@@ -63,7 +63,9 @@ def test_command_line_without_crop_reproduces_the_official_image(
     out = tmp_path / "out.png"
     params = json.dumps({**kit_edit(kit, 1), **NO_CROP, "flag_pasteback": False})
     cmd = [sys.executable, "-m", "worker.liveportrait", str(source), str(out)]
-    cmd += ["--weights", str(kit_weights), "--params", params, "--threads", "2"]
+    # The kit's weights are the official architecture: said explicitly, since the service tests'
+    # settings (ENGINE_ARCH=tiny) are in this process's environment when they ran first.
+    cmd += ["--weights", str(kit_weights), "--arch", "full", "--params", params, "--threads", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     image = decoded(out.read_bytes())
