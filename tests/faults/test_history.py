@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import boto3
 import psycopg
 import pytest
 from sqlalchemy import create_engine, event
@@ -33,7 +32,7 @@ from core.requests_table.position_board import _ORDER
 from core.webhook_outbox import find_due
 from stack.servers import LocalStack
 from storage.layout import INPUT_REF_PREFIX, INPUTS, OUTPUTS, input_key, input_ref, output_key
-from tests.support.harness import Service, base_env, pg_url, result, status, submit, wait_for
+from tests.support.harness import Service, base_env, pg_url, result, s3_client, status, submit, wait_for
 
 RESULT_RETENTION_S = 2
 ROW_RETENTION_S = 4
@@ -214,13 +213,7 @@ def test_two_replicas_sweep_a_backlog_once_and_keep_what_is_unfinished(history: 
 
 def test_the_result_sweep_deletes_output_and_input_objects(history: Service) -> None:
     env = history.env
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=env["S3_ENDPOINT_URL"],
-        aws_access_key_id=env["S3_ACCESS_KEY"],
-        aws_secret_access_key=env["S3_SECRET_KEY"],
-        region_name=env["S3_REGION"],
-    )
+    s3 = s3_client(env)
     ids = [uuid.uuid4() for _ in range(3)]
     # One plain row, one whose input was stored at submit, one that ran twice (the first run's
     # output, from a lost worker, is found by listing).

@@ -201,14 +201,19 @@ def wait_all_completed(env: dict[str, str], ids: list[str], timeout: float) -> d
     return wait_for(done, timeout, f"{len(ids)} requests to complete", every=0.25)
 
 
-def output_objects(env: dict[str, str], request_id: str) -> int:
-    s3 = boto3.client(
+def s3_client(env: dict[str, str]) -> Any:
+    """A boto3 client of the service's S3 server, for looking at its bucket directly."""
+    return boto3.client(
         "s3",
         endpoint_url=env["S3_ENDPOINT_URL"],
         aws_access_key_id=env["S3_ACCESS_KEY"],
         aws_secret_access_key=env["S3_SECRET_KEY"],
         region_name=env["S3_REGION"],
     )
+
+
+def output_objects(env: dict[str, str], request_id: str) -> int:
+    s3 = s3_client(env)
     listing = s3.list_objects_v2(Bucket=env["S3_BUCKET"], Prefix=output_prefix(uuid.UUID(request_id)))
     return int(listing.get("KeyCount", 0))
 
