@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import failures, metric_rollups, metrics_queries
@@ -27,6 +26,7 @@ from core.migrate import upgrade
 from core.requests_table import claim, complete_failed, complete_ok, expire_unstarted
 from core.webhook_models import DeliveryState, WebhookDelivery
 from core.webhook_outbox import Outcome, claim_attempt, finish_attempt, restart
+from tests.support.databases import empty_database
 from tests.support.request_rows import insert_requests
 
 APP = "test/rollups"
@@ -84,24 +84,16 @@ FROM webhook_deliveries CROSS JOIN generate_series(1, 4) AS n;
 
 @pytest.fixture(scope="module")
 def scratch(migrated: dict[str, str]) -> Iterator[Scratch]:
-    url = make_url(migrated["DATABASE_URL"])
-    name = f"rollups_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    scratch_url = url.set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(scratch_url, pool_size=12)
-    try:
-        upgrade(scratch_url, "0004")
-        with engine.begin() as connection:
-            connection.exec_driver_sql(_HISTORY)
-        upgrade(scratch_url)
-        yield Scratch(scratch_url, engine, sessionmaker(bind=engine, expire_on_commit=False))
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with empty_database(migrated["DATABASE_URL"], "rollups") as scratch_url:
+        engine = create_engine(scratch_url, pool_size=12)
+        try:
+            upgrade(scratch_url, "0004")
+            with engine.begin() as connection:
+                connection.exec_driver_sql(_HISTORY)
+            upgrade(scratch_url)
+            yield Scratch(scratch_url, engine, sessionmaker(bind=engine, expire_on_commit=False))
+        finally:
+            engine.dispose()
 
 
 def test_the_backfill_continues_what_the_rows_said(scratch: Scratch) -> None:

@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
 
 from core import failures, requests_table
 from core.clock import utcnow
@@ -31,6 +30,7 @@ from core.requests_table import (
     renew_lease,
     requeue_expired,
 )
+from tests.support.databases import empty_database, reconciler_paused
 from tests.support.request_rows import insert_request
 
 pytestmark = pytest.mark.usefixtures("migrated")
@@ -171,21 +171,12 @@ def test_cancel_outcomes() -> None:
     )
 
 
-@pytest.fixture()
-def reconciler_paused(migrated: dict[str, str]) -> Iterator[None]:
-    """Hold the reconciler's advisory lock, so that the session's API servers (whose reconciler
-    loops run every second) cannot requeue or publish the rows these tests age by hand."""
-    from core.db import get_engine
-    from queueing.reconcile import _LOCK_KEY
-
-    with get_engine().connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-            conn.commit()
+@pytest.fixture(name="reconciler_paused")
+def _reconciler_paused(migrated: dict[str, str]) -> Iterator[None]:
+    """The session's API servers (whose reconciler loops run every second) must not requeue or
+    publish the rows these tests age by hand."""
+    with reconciler_paused():
+        yield
 
 
 @pytest.mark.usefixtures("reconciler_paused")
@@ -248,24 +239,16 @@ def test_unpublished_rows_are_found_after_the_grace_period() -> None:
 
 def test_migrations_upgrade_and_downgrade(migrated: dict[str, str]) -> None:
     """On a scratch database of the same server: base -> head -> base -> head."""
-    url = make_url(migrated["DATABASE_URL"])
-    name = f"migrations_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    scratch_url = url.set(database=name).render_as_string(hide_password=False)
-    scratch = create_engine(scratch_url)
-    try:
-        upgrade(scratch_url)
-        assert "requests" in inspect(scratch).get_table_names()
-        indexes = {ix["name"] for ix in inspect(scratch).get_indexes("requests")}
-        assert {"requests_waiting_order", "requests_running_lease"} <= indexes
-        downgrade(scratch_url)
-        assert "requests" not in inspect(scratch).get_table_names()
-        upgrade(scratch_url)
-        assert "requests" in inspect(scratch).get_table_names()
-    finally:
-        scratch.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}"'))
-        admin.dispose()
+    with empty_database(migrated["DATABASE_URL"], "migrations") as scratch_url:
+        scratch = create_engine(scratch_url)
+        try:
+            upgrade(scratch_url)
+            assert "requests" in inspect(scratch).get_table_names()
+            indexes = {ix["name"] for ix in inspect(scratch).get_indexes("requests")}
+            assert {"requests_waiting_order", "requests_running_lease"} <= indexes
+            downgrade(scratch_url)
+            assert "requests" not in inspect(scratch).get_table_names()
+            upgrade(scratch_url)
+            assert "requests" in inspect(scratch).get_table_names()
+        finally:
+            scratch.dispose()

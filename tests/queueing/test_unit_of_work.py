@@ -15,13 +15,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select
 
-from core.db import get_engine, session_scope
+from core.db import session_scope
 from core.models import Priority, RequestRow
 from core.requests_table import claim
 from core.webhook_models import WebhookDelivery
-from queueing.reconcile import _LOCK_KEY
+from tests.support.databases import reconciler_paused
 from tests.support.request_rows import insert_request
 
 PAYLOAD = {"image_url": "https://example.com/a.png"}
@@ -47,16 +47,9 @@ except RuntimeError:
 
 @pytest.fixture()
 def sweep_paused(migrated: dict[str, str]) -> Iterator[None]:
-    """Hold the reconciler's advisory lock, so that no API process's sweep publishes the
-    deliveries these tests leave unpublished on purpose."""
-    with get_engine().connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-            conn.commit()
+    """No API process's sweep may publish the deliveries these tests leave unpublished."""
+    with reconciler_paused():
+        yield
 
 
 @pytest.fixture()

@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect
 
 from core.migrate import downgrade, upgrade
 from core.webhook_outbox import LOST_ATTEMPT, Completion, build_body
 from tests.support.client_helpers import APP, QUEUE_BASE
+from tests.support.databases import empty_database
 from tests.support.image_server import ImageServer
 from tests.support.processes import Child, start_api, start_worker
 from tests.support.webhook_receiver import Hang, Receiver, signature_valid
@@ -311,27 +311,19 @@ def test_key_rotation_keeps_old_key_for_grace(hook_api: str, hook_env: dict[str,
 
 def test_migration_steps(migrated: dict[str, str]) -> None:
     """0001 -> head adds the webhook tables; head -> 0001 removes only them."""
-    url = make_url(migrated["DATABASE_URL"])
-    name = f"migrations_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    scratch_url = url.set(database=name).render_as_string(hide_password=False)
-    scratch = create_engine(scratch_url)
     hooks = {"webhook_deliveries", "webhook_attempts", "webhook_signing_keys"}
-    try:
-        upgrade(scratch_url, "0001")
-        assert not hooks & set(inspect(scratch).get_table_names())
-        upgrade(scratch_url)
-        assert hooks <= set(inspect(scratch).get_table_names())
-        downgrade(scratch_url, "0001")
-        tables = set(inspect(scratch).get_table_names())
-        assert "requests" in tables and not hooks & tables
-    finally:
-        scratch.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}"'))
-        admin.dispose()
+    with empty_database(migrated["DATABASE_URL"], "migrations") as scratch_url:
+        scratch = create_engine(scratch_url)
+        try:
+            upgrade(scratch_url, "0001")
+            assert not hooks & set(inspect(scratch).get_table_names())
+            upgrade(scratch_url)
+            assert hooks <= set(inspect(scratch).get_table_names())
+            downgrade(scratch_url, "0001")
+            tables = set(inspect(scratch).get_table_names())
+            assert "requests" in tables and not hooks & tables
+        finally:
+            scratch.dispose()
 
 
 def test_signing_key_setting_formats() -> None:
