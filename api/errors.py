@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from core.db_async import DatabaseUnavailable
 from core.requests_table import LimitExceeded
+from core.requests_table.queue_length import QueueLengthExceeded
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +22,19 @@ DB_RETRY_AFTER_S = 5
 
 async def _limit_exceeded(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LimitExceeded)
+    return _too_many(exc.message, "rate_limited", exc.retry_after_s)
+
+
+async def _queue_full(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QueueLengthExceeded)
+    return _too_many(exc.message, "queue_length_exceeded", exc.retry_after_s)
+
+
+def _too_many(message: str, error_type: str, retry_after_s: int) -> JSONResponse:
     return JSONResponse(
-        {"detail": exc.message, "error_type": "rate_limited"},
+        {"detail": message, "error_type": error_type},
         status_code=429,
-        headers={"Retry-After": str(exc.retry_after_s)},
+        headers={"Retry-After": str(retry_after_s), "X-Fal-Error-Type": error_type},
     )
 
 
@@ -37,12 +47,17 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
             "error_type": "service_unavailable",
         },
         status_code=503,
-        headers={"Retry-After": str(DB_RETRY_AFTER_S), "X-Fal-Retryable": "true"},
+        headers={
+            "Retry-After": str(DB_RETRY_AFTER_S),
+            "X-Fal-Retryable": "true",
+            "X-Fal-Error-Type": "service_unavailable",
+        },
     )
 
 
 _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
     LimitExceeded: _limit_exceeded,
+    QueueLengthExceeded: _queue_full,
     **{
         error: _database_unavailable
         for error in (OperationalError, InterfaceError, PoolTimeoutError, DatabaseUnavailable)

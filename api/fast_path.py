@@ -26,9 +26,13 @@ from api.errors import known_error_reply
 from api.queue_routes import result_reply, status_reply, submit_reply
 from api.request_options import (
     SubmitOptions,
+    idempotency_key,
+    max_queue_length,
+    no_retry,
     object_retention,
     queue_priority,
     start_deadline,
+    store_io,
     webhook_url,
 )
 from api.schemas import LivePortraitInput
@@ -106,11 +110,16 @@ class FastPathMiddleware:
             return replay
         try:
             fields = LivePortraitInput.model_validate(json.loads(body))
+            query = _query(scope)
             options = SubmitOptions(
                 priority=await queue_priority(headers.get("x-fal-queue-priority")),
                 start_deadline=await start_deadline(headers.get("x-fal-request-timeout")),
-                webhook_url=await webhook_url(_query(scope).get("fal_webhook")),
+                webhook_url=await webhook_url(query.get("fal_webhook")),
                 retention_s=await object_retention(headers.get("x-fal-object-lifecycle-preference")),
+                idempotency_key=await idempotency_key(headers.get("idempotency-key")),
+                max_queue_length=await max_queue_length(query.get("fal_max_queue_length")),
+                no_retry=await no_retry(headers.get("x-fal-no-retry")),
+                store_io=await store_io(headers.get("x-fal-store-io")),
             )
         except (ValueError, ValidationError, HTTPException):
             return replay  # FastAPI answers with its own 422 (or 400 for broken JSON)
@@ -141,6 +150,9 @@ _WANTED = frozenset(
         b"x-fal-queue-priority",
         b"x-fal-request-timeout",
         b"x-fal-object-lifecycle-preference",
+        b"idempotency-key",
+        b"x-fal-no-retry",
+        b"x-fal-store-io",
     }
 )
 

@@ -16,7 +16,17 @@ from api.app_ids import AppId
 from api.auth import AuthCaller, Caller, require_key
 from api.errors import DB_RETRY_AFTER_S
 from api.public_url import public_base_url
-from api.request_options import SubmitOptions, object_retention, queue_priority, start_deadline, webhook_url
+from api.request_options import (
+    SubmitOptions,
+    idempotency_key,
+    max_queue_length,
+    no_retry,
+    object_retention,
+    queue_priority,
+    start_deadline,
+    store_io,
+    webhook_url,
+)
 from api.schemas import (
     CancelResponse,
     LivePortraitImageOutput,
@@ -74,15 +84,7 @@ async def submit_reply(
     request: Request, app: AppId, body: LivePortraitInput, options: SubmitOptions, caller: Caller
 ) -> JSONResponse:
     try:
-        view = await request_service.submit(
-            app,
-            body.model_dump(mode="json"),
-            priority=options.priority,
-            webhook_url=options.webhook_url,
-            start_deadline=options.start_deadline,
-            caller=caller,
-            retention_s=options.retention_s,
-        )
+        view = await request_service.submit(app, body.model_dump(mode="json"), options, caller)
     except request_service.SubmitRefused as refused:
         return refused_reply(refused)
     request_id = str(view.id)
@@ -132,9 +134,15 @@ def submit_router(app: AppId) -> APIRouter:
         deadline: Annotated[Any, Depends(start_deadline)],
         webhook: Annotated[str | None, Depends(webhook_url)],
         retention_s: Annotated[int | None, Depends(object_retention)],
+        key: Annotated[str | None, Depends(idempotency_key)],
+        queue_limit: Annotated[int | None, Depends(max_queue_length)],
+        no_retry_flag: Annotated[bool, Depends(no_retry)],
+        store_io_flag: Annotated[bool, Depends(store_io)],
         caller: AuthCaller,
     ) -> JSONResponse:
-        options = SubmitOptions(priority, deadline, webhook, retention_s)
+        options = SubmitOptions(
+            priority, deadline, webhook, retention_s, key, queue_limit, no_retry_flag, store_io_flag
+        )
         return await submit_reply(request, app, body, options, caller)
 
     return router

@@ -25,6 +25,10 @@ class SubmitOptions:
     start_deadline: datetime | None
     webhook_url: str | None
     retention_s: int | None
+    idempotency_key: str | None = None
+    max_queue_length: int | None = None
+    no_retry: bool = False
+    store_io: bool = True
 
 
 def _header_error(header: str, message: str, value: str) -> HTTPException:
@@ -129,3 +133,92 @@ async def object_retention(
             raw,
         )
     return int(min(max(seconds, _MIN_RETENTION_S), get_settings().result_retention_max_s))
+
+
+# The IETF draft's Idempotency-Key is a Structured Field string ("…"); the bare token many
+# clients send is accepted too.
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+
+
+async def idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Up to 255 characters: a repeat within IDEMPOTENCY_TTL_S answers with the "
+            "request the first one created (Idempotent-Replayed: true)."
+        ),
+    ] = None,
+) -> str | None:
+    if idempotency_key is None:
+        return None
+    value = idempotency_key.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX_CHARS:
+        shown = idempotency_key if len(idempotency_key) <= 64 else idempotency_key[:64] + "…"
+        raise _header_error(
+            "idempotency-key",
+            f"must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters (got {len(value)})",
+            shown,
+        )
+    return value
+
+
+async def max_queue_length(
+    fal_max_queue_length: Annotated[
+        str | None,
+        Query(description="Refuse the submit (429) when more than this many requests are waiting."),
+    ] = None,
+) -> int | None:
+    if fal_max_queue_length is None or not fal_max_queue_length.strip():
+        return None
+    try:
+        limit = int(fal_max_queue_length)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "loc": ["query", "fal_max_queue_length"],
+                    "msg": "must be a whole number, 0 or more",
+                    "type": "value_error",
+                    "input": fal_max_queue_length,
+                }
+            ],
+        )
+    return limit
+
+
+# fal's X-Fal-No-Retry values; X-Fal-Store-IO is on unless it says otherwise.
+_YES = frozenset({"1", "true", "yes"})
+_NO = frozenset({"0", "false", "no"})
+
+
+def _flag(header: str, raw: str | None, *, default: bool) -> bool:
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in _YES:
+        return True
+    if value in _NO:
+        return False
+    raise _header_error(header, "must be 1, true, yes, 0, false or no", raw)
+
+
+async def no_retry(
+    x_fal_no_retry: Annotated[
+        str | None,
+        Header(description="1|true|yes: a request whose worker is lost fails (503) instead of rerunning."),
+    ] = None,
+) -> bool:
+    return _flag("x-fal-no-retry", x_fal_no_retry, default=False)
+
+
+async def store_io(
+    x_fal_store_io: Annotated[
+        str | None, Header(description="0: once the request ends, its input and logs are deleted.")
+    ] = None,
+) -> bool:
+    return _flag("x-fal-store-io", x_fal_store_io, default=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -13,13 +12,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.app_ids import AppId
 from api.auth import ANONYMOUS, Caller
+from api.request_options import SubmitOptions
 from core import failures
 from core.clock import utcnow
 from core.config import Settings, get_settings
 from core.db_async import connection
 from core.failures import Failure
 from core.input_errors import InputRejected
-from core.requests_table import CancelOutcome, RequestView, api_statements, cancel, key_limits
+from core.requests_table import CancelOutcome, RequestView, api_statements, cancel, key_limits, queue_length
 from queueing.publish import background, unit_of_work
 from storage.inputs import INLINE_MAX_CHARS, DataUri, decode_data_uri, delete_input, is_data_uri, put_input
 from storage.s3 import get_store
@@ -45,14 +45,7 @@ class SubmitRefused(Exception):
 
 
 async def submit(
-    app: AppId,
-    payload: dict[str, Any],
-    *,
-    priority: int,
-    webhook_url: str | None,
-    start_deadline: datetime | None,
-    caller: Caller = ANONYMOUS,
-    retention_s: int | None = None,
+    app: AppId, payload: dict[str, Any], options: SubmitOptions, caller: Caller = ANONYMOUS
 ) -> RequestView:
     # The row is committed before anything is published or answered: an accepted request is
     # never lost, at worst published later by the reconciler.
@@ -64,18 +57,24 @@ async def submit(
         "request_id": request_id,
         "app_id": app.full,
         "payload": {**payload, "image_url": stored} if stored else payload,
-        "priority": priority,
+        "priority": options.priority,
         "queued_at": utcnow(),
-        "webhook_url": webhook_url,
-        "start_deadline": start_deadline,
+        "webhook_url": options.webhook_url,
+        "start_deadline": options.start_deadline,
         "owner_key_id": caller.key_id,
-        "retention_s": retention_s,
+        "retention_s": options.retention_s,
+        "no_retry": options.no_retry,
+        "store_io": options.store_io,
     }
+    limited_key = caller.key_id if key_limits.enabled(settings) else None
     try:
         async with connection() as conn:
-            if caller.key_id is not None and key_limits.enabled(settings):
+            if limited_key is not None or options.max_queue_length is not None:
                 async with conn.transaction():
-                    await key_limits.check(conn, caller.key_id, settings)
+                    if options.max_queue_length is not None:
+                        await queue_length.check(conn, app.full, options.max_queue_length)
+                    if limited_key is not None:
+                        await key_limits.check(conn, limited_key, settings)
                     view = await api_statements.insert(conn, **values)
             else:
                 view = await api_statements.insert(conn, **values)
@@ -86,7 +85,7 @@ async def submit(
         if stored:
             await run_in_threadpool(_forget_input, request_id, stored)
         raise
-    background.enqueue(view.id, priority)
+    background.enqueue(view.id, options.priority)
     return await api_statements.settle_position(view)
 
 

@@ -17,7 +17,15 @@ from api import request_service
 from api.app_ids import AppId
 from api.auth import AuthCaller, require_key
 from api.queue_routes import refused_reply
-from api.request_options import object_retention, start_deadline
+from api.request_options import (
+    SubmitOptions,
+    idempotency_key,
+    max_queue_length,
+    no_retry,
+    object_retention,
+    start_deadline,
+    store_io,
+)
 from api.schemas import LivePortraitImageOutput, LivePortraitInput
 from api.status_view import REQUEST_ID_HEADER, result_response
 from core.config import get_settings
@@ -45,19 +53,18 @@ def run_router(app: AppId) -> APIRouter:
         body: LivePortraitInput,
         deadline: Annotated[Any, Depends(start_deadline)],
         retention_s: Annotated[int | None, Depends(object_retention)],
+        key: Annotated[str | None, Depends(idempotency_key)],
+        queue_limit: Annotated[int | None, Depends(max_queue_length)],
+        no_retry_flag: Annotated[bool, Depends(no_retry)],
+        store_io_flag: Annotated[bool, Depends(store_io)],
         caller: AuthCaller,
     ) -> JSONResponse:
         settings = get_settings()
+        options = SubmitOptions(
+            Priority.NORMAL.value, deadline, None, retention_s, key, queue_limit, no_retry_flag, store_io_flag
+        )
         try:
-            view = await request_service.submit(
-                app,
-                body.model_dump(mode="json"),
-                priority=Priority.NORMAL.value,
-                webhook_url=None,
-                start_deadline=deadline,
-                caller=caller,
-                retention_s=retention_s,
-            )
+            view = await request_service.submit(app, body.model_dump(mode="json"), options, caller)
         except request_service.SubmitRefused as refused:
             return refused_reply(refused)
         request_id = view.id

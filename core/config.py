@@ -6,6 +6,8 @@ that pointing any of them at external servers is a matter of environment variabl
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
@@ -72,6 +74,8 @@ class Settings(BaseSettings):
     status_stream_poll_s: float = Field(0.2, gt=0)
     status_stream_keepalive_s: float = Field(5.0, gt=0)
     sync_run_timeout_s: float = Field(900.0, gt=0)
+    # How long an Idempotency-Key answers with the request it created.
+    idempotency_ttl_s: int = Field(24 * 3600, ge=1)
     # The API's own PostgreSQL connections (core/db_async.py), per API process: submit, status
     # and result each hold one for a single statement.
     api_db_pool_size: int = Field(16, ge=1)
@@ -139,8 +143,12 @@ class Settings(BaseSettings):
     webhook_signing_key: str = ""
     # How long a rotated-out key stays in /.well-known/jwks.json (receivers cache the JWKS).
     webhook_key_grace_s: int = Field(24 * 3600, ge=0)
-    # X-Fal-Webhook-User-Id and the signed message's user id.
+    # X-Fal-Webhook-User-Id and the signed message's user id with AUTH_MODE=off; with keys it
+    # is the submitting key's id.
     webhook_user_id: str = "portrait-queue"
+    # Standard Webhooks secret (whsec_ + base64 of at least 24 bytes); set: every attempt also
+    # carries webhook-id, webhook-timestamp and webhook-signature (v1, HMAC-SHA256).
+    webhook_standard_secret: str = ""
 
     # --- engine --------------------------------------------------------------------------
     weights_dir: Path = Path("./weights")
@@ -182,6 +190,13 @@ class Settings(BaseSettings):
     def _valid_cidrs(cls, value: str) -> str:
         for item in _split(value):
             ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("webhook_standard_secret")
+    @classmethod
+    def _valid_standard_secret(cls, value: str) -> str:
+        if value:
+            standard_secret_bytes(value)
         return value
 
     @field_validator("webhook_retry_schedule")
@@ -242,3 +257,16 @@ def _split(value: str) -> list[str]:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def standard_secret_bytes(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (`whsec_` and base64, as the specification
+    writes it); ValueError when it is not one."""
+    body = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("WEBHOOK_STANDARD_SECRET must be whsec_ followed by base64") from None
+    if len(key) < 24:
+        raise ValueError("WEBHOOK_STANDARD_SECRET must hold at least 24 bytes")
+    return key

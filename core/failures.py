@@ -7,8 +7,10 @@ with the failure's own HTTP status and body (a 422 `detail` list for bad input, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+USER_TIMEOUT = "user"
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,8 @@ class Failure:
     error_type: str
     status_code: int
     body: dict[str, Any]
+    # "user" when the caller's own X-Fal-Request-Timeout ran out (X-Fal-Request-Timeout-Type).
+    timeout_type: str | None = None
 
 
 def invalid_input(message: str, error_type: str, *, field: str = "image_url", value: Any = None) -> Failure:
@@ -36,7 +40,9 @@ def cancelled() -> Failure:
 
 
 def start_timeout() -> Failure:
-    return infrastructure("Request timed out before it could start", "request_timeout", 504)
+    # The start deadline is only ever the caller's X-Fal-Request-Timeout.
+    failure = infrastructure("Request timed out before it could start", "request_timeout", 504)
+    return replace(failure, timeout_type=USER_TIMEOUT)
 
 
 def run_timeout() -> Failure:
@@ -45,6 +51,15 @@ def run_timeout() -> Failure:
 
 def weights_missing(message: str) -> Failure:
     return infrastructure(message, "weights_error", 503)
+
+
+def runner_disconnected() -> Failure:
+    """The worker running a request submitted with X-Fal-No-Retry was lost."""
+    return infrastructure(
+        "The worker running this request was lost; not retried (X-Fal-No-Retry)",
+        "runner_disconnected",
+        503,
+    )
 
 
 def runner_lost(attempts: int) -> Failure:

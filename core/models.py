@@ -50,7 +50,8 @@ class RequestRow(Base):
     app_id: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=Status.IN_QUEUE.value)
     priority: Mapped[int] = mapped_column(SmallInteger, default=Priority.NORMAL.value)
-    input: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # None once a request submitted with X-Fal-Store-IO: 0 has ended.
+    input: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     # The API key that submitted it (None with AUTH_MODE=off): only that key may see it.
     owner_key_id: Mapped[str | None] = mapped_column(String(64))
@@ -63,6 +64,10 @@ class RequestRow(Base):
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Past this instant a request that has not started fails with request_timeout.
     start_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # X-Fal-No-Retry: a lost worker fails the request (runner_disconnected) instead of a rerun.
+    no_retry: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # X-Fal-Store-IO: 0 makes this false: input and logs are dropped once the request ends.
+    store_io: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
 
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -73,7 +78,7 @@ class RequestRow(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
-    logs: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+    logs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB, default=list, server_default="[]")
 
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
@@ -82,6 +87,8 @@ class RequestRow(Base):
     # The HTTP status and body the result endpoint replays for a failed request.
     error_status: Mapped[int | None] = mapped_column(SmallInteger)
     error_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # "user" when the failure is the caller's X-Fal-Request-Timeout running out.
+    timeout_type: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         CheckConstraint(
@@ -95,6 +102,8 @@ class RequestRow(Base):
             "queued_at",
             postgresql_where=text("status = 'IN_QUEUE'"),
         ),
+        # ?fal_max_queue_length: the waiting requests of one endpoint, counted up to the limit.
+        Index("requests_waiting_app", "app_id", postgresql_where=text("status = 'IN_QUEUE'")),
         # Per-key limits: submissions in the last minute (a range of recent rows) ...
         Index("requests_owner_recent", "owner_key_id", "queued_at"),
         # ... and requests in flight, without reading the key's finished history.

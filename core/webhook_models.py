@@ -48,6 +48,8 @@ class WebhookDelivery(Base):
     user_id: Mapped[str] = mapped_column(String(200))
     # The exact JSON sent on every attempt, fixed at completion time.
     body: Mapped[str] = mapped_column(Text)
+    # Sent as X-Fal-Request-Timeout-Type ("user": the caller's X-Fal-Request-Timeout ran out).
+    timeout_type: Mapped[str | None] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Attempts since the delivery (re)started: the position in the retry schedule.

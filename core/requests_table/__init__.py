@@ -6,6 +6,7 @@ One module per concern, because the table is used in ways that want different to
   production and in the tests.
 - position_board: positions in a long queue, from one periodic ordered read per API process.
 - key_limits: per-key limits, counted in the submitting transaction (asyncpg).
+- queue_length: ?fal_max_queue_length, an exact count that stops at the limit (asyncpg).
 - transitions: publish mark, claims, lease renewals, the worker's completions, cancel
   (SQLAlchemy Core statements, prebuilt where a worker runs them per request).
 - completion: the one way into COMPLETED, and the one way a failure becomes columns.
@@ -13,7 +14,7 @@ One module per concern, because the table is used in ways that want different to
 - retention: the result and row sweeps' batches.
 - gauges: the waiting and running counts that /metrics reports.
 
-The names callers use are re-exported here; key_limits, position_board and gauges are imported
+The names callers use are re-exported here; key_limits, queue_length, position_board and gauges are imported
 as modules (`from core.requests_table import key_limits`).
 """
 

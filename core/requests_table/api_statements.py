@@ -34,8 +34,8 @@ _AHEAD = """(SELECT count(*) FROM (SELECT 1 FROM requests w
 _INSERT = f"""
 WITH ins AS (
     INSERT INTO requests (id, app_id, status, priority, input, webhook_url, start_deadline,
-                          owner_key_id, retention_s, queued_at, logs)
-    VALUES ($1, $2, 'IN_QUEUE', $3, $4, $5, $6, $7, $8, $9, '[]'::jsonb)
+                          owner_key_id, retention_s, queued_at, no_retry, store_io, logs)
+    VALUES ($1, $2, 'IN_QUEUE', $3, $4, $5, $6, $7, $8, $9, $11, $12, '[]'::jsonb)
     RETURNING id
 )
 SELECT {_AHEAD.format(p="$3", q="$9", i="$1", cap="$10")} AS queue_position FROM ins
@@ -43,7 +43,7 @@ SELECT {_AHEAD.format(p="$3", q="$9", i="$1", cap="$10")} AS queue_position FROM
 
 _COLUMNS = (
     "id, app_id, status, priority, owner_key_id, queued_at, metrics, output, error, error_type,"
-    " error_status, error_body, expired_at"
+    " error_status, error_body, expired_at, timeout_type"
 )
 
 _FETCH = f"""
@@ -74,6 +74,7 @@ class RequestView:
     error_status: int | None = None
     error_body: dict[str, Any] | None = None
     expired_at: datetime | None = None
+    timeout_type: str | None = None
 
 
 async def insert(
@@ -88,6 +89,8 @@ async def insert(
     start_deadline: datetime | None = None,
     owner_key_id: str | None = None,
     retention_s: int | None = None,
+    no_retry: bool = False,
+    store_io: bool = True,
 ) -> RequestView:
     """Insert a waiting request. Its queue_position is the capped count: pass the view through
     settle_position once the connection is back in the pool (the board may need one)."""
@@ -104,6 +107,8 @@ async def insert(
         retention_s,
         queued_at,
         cap,
+        no_retry,
+        store_io,
     )
     return RequestView(
         id=request_id,

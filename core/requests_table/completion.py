@@ -39,6 +39,7 @@ def failure_columns(failure: Failure) -> dict[str, Any]:
         "error_type": failure.error_type,
         "error_status": failure.status_code,
         "error_body": failure.body,
+        "timeout_type": failure.timeout_type,
     }
 
 
