@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from core import metric_rollups
 from core.clock import utcnow
+from core.config import get_settings
 from core.models import RequestRow, Status
 from core.webhook_models import DeliveryState, WebhookAttempt, WebhookDelivery
 
@@ -46,6 +47,13 @@ class Completion:
     error: str | None
     error_status: int | None
     error_body: dict[str, Any] | None
+    owner_key_id: str | None = None  # the submitting API key; None with AUTH_MODE=off
+    timeout_type: str | None = None  # "user": the caller's X-Fal-Request-Timeout ran out
+
+
+def webhook_user_id(done: Completion) -> str:
+    """X-Fal-Webhook-User-Id: the submitting key's id; WEBHOOK_USER_ID when no key submitted it."""
+    return done.owner_key_id or get_settings().webhook_user_id
 
 
 def build_body(done: Completion) -> str:
@@ -69,15 +77,16 @@ def build_body(done: Completion) -> str:
         return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
-def enqueue(session: Session, done: Completion, *, user_id: str) -> uuid.UUID:
+def enqueue(session: Session, done: Completion) -> uuid.UUID:
     """Insert the delivery in the caller's transaction; it is published after the commit."""
     now = utcnow()
     delivery = WebhookDelivery(
         id=uuid.uuid4(),
         request_id=done.request_id,
         url=done.webhook_url,
-        user_id=user_id,
+        user_id=webhook_user_id(done),
         body=build_body(done),
+        timeout_type=done.timeout_type,
         state=DeliveryState.PENDING.value,
         attempts=0,
         round_attempts=0,
@@ -355,7 +364,7 @@ class Redelivery(enum.Enum):
     IN_PROGRESS = "in_progress"
 
 
-def redeliver(session: Session, request_id: uuid.UUID, *, user_id: str) -> Redelivery:
+def redeliver(session: Session, request_id: uuid.UUID) -> Redelivery:
     """Send a completed request's webhook again: its last delivery restarts with a full schedule
     (same delivery id, so receivers still deduplicate); a request without one gets one."""
     request = session.get(RequestRow, request_id)
@@ -372,14 +381,23 @@ def redeliver(session: Session, request_id: uuid.UUID, *, user_id: str) -> Redel
         .limit(1)
     ).scalar_one_or_none()
     if last is None:
-        enqueue(session, completion_of(request), user_id=user_id)
+        enqueue(session, completion_of(request))
         return Redelivery.STARTED
     return Redelivery.STARTED if restart(session, last) else Redelivery.IN_PROGRESS
 
 
 def completion_of(row: Any) -> Completion:
     """The payload's inputs from a request row (or a RETURNING row with the same columns)."""
-    return Completion(row.id, row.webhook_url, row.output, row.error, row.error_status, row.error_body)
+    return Completion(
+        row.id,
+        row.webhook_url,
+        row.output,
+        row.error,
+        row.error_status,
+        row.error_body,
+        row.owner_key_id,
+        row.timeout_type,
+    )
 
 
 # Columns of the request that completion_of needs, for the completing UPDATE's RETURNING.
@@ -390,4 +408,6 @@ COMPLETION_COLUMNS = (
     RequestRow.error,
     RequestRow.error_status,
     RequestRow.error_body,
+    RequestRow.owner_key_id,
+    RequestRow.timeout_type,
 )

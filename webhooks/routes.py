@@ -95,7 +95,7 @@ def webhook_routers(
             return JSONResponse(_NOT_FOUND, status_code=404)
         # Published once this commits (or by the sweep, if that publish is lost).
         with unit_of_work() as session:
-            outcome = redeliver(session, rid, user_id=get_settings().webhook_user_id)
+            outcome = redeliver(session, rid)
         if outcome is Redelivery.NOT_FOUND:
             return JSONResponse(_NOT_FOUND, status_code=404)
         if outcome is not Redelivery.STARTED:

@@ -79,7 +79,5 @@ def finished(session: Session, done: Any) -> bool:
         return False
     metric_rollups.record_completion(session, done)
     if done.webhook_url:
-        webhook_outbox.enqueue(
-            session, webhook_outbox.completion_of(done), user_id=get_settings().webhook_user_id
-        )
+        webhook_outbox.enqueue(session, webhook_outbox.completion_of(done))
     return True
