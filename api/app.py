@@ -14,6 +14,7 @@ from api import cdn_routes, errors, health, operations, storage_routes
 from api.app_ids import AppId
 from api.auth import require_key
 from api.body_limits import BodyLimitMiddleware
+from api.error_type_header import ErrorTypeHeaderMiddleware
 from api.fal_proxy import FalProxyMiddleware
 from api.fast_path import FastPathMiddleware
 from api.queue_routes import requests_router, submit_router
@@ -88,8 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(FastPathMiddleware, apps=apps)
     # fal's server-proxy contract (/api/fal/proxy) for @fal-ai/client's proxyUrl.
     app.add_middleware(FalProxyMiddleware)
-    # Outermost: oversized or trickled JSON bodies never reach a route (nor the proxy).
+    # Oversized or trickled JSON bodies never reach a route (nor the proxy).
     app.add_middleware(BodyLimitMiddleware)
+    # Around all of them: every error answer names its type, the body limit's 413 included.
+    app.add_middleware(ErrorTypeHeaderMiddleware)
     errors.install(app)
     seen_bases: set[str] = set()
     for app_id in apps:

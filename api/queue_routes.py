@@ -37,6 +37,7 @@ from api.schemas import (
 from api.status_view import (
     REQUEST_ID_HEADER,
     RequestUrls,
+    request_headers,
     result_response,
     status_body,
     status_code_for,
@@ -105,7 +106,7 @@ async def status_reply(
         _urls(request, app, request_id),
         logs=view.logs if logs else None,
     )
-    return JSONResponse(content, status_code=status_code_for(view), headers={REQUEST_ID_HEADER: str(view.id)})
+    return JSONResponse(content, status_code=status_code_for(view), headers=request_headers(view))
 
 
 async def result_reply(app: AppId, request_id: str, caller: Caller) -> JSONResponse:
@@ -183,7 +184,9 @@ def requests_router(app: AppId) -> APIRouter:
         return StreamingResponse(
             _status_events(request, app, rid, urls, first, logs, caller),
             media_type="text/event-stream",
-            headers={REQUEST_ID_HEADER: request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            # A stream opened on a request that already ended names its timeout type; one that
+            # ends later carries it in the result its client then fetches.
+            headers={**request_headers(first), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     @router.get(

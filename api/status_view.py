@@ -11,6 +11,7 @@ from core.models import Status
 from core.requests_table import RequestView
 
 REQUEST_ID_HEADER = "x-fal-request-id"
+TIMEOUT_TYPE_HEADER = "x-fal-request-timeout-type"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,16 @@ def status_body(
     return body
 
 
+def request_headers(row: RequestView) -> dict[str, str]:
+    """The headers of any answer about this request: its id, and for a request that failed on
+    the caller's own X-Fal-Request-Timeout, X-Fal-Request-Timeout-Type (fal's clients do not
+    retry such a 504)."""
+    headers = {REQUEST_ID_HEADER: str(row.id)}
+    if row.timeout_type:
+        headers[TIMEOUT_TYPE_HEADER] = row.timeout_type
+    return headers
+
+
 def status_code_for(row: RequestView) -> int:
     # fal answers 202 while the request is pending and 200 once it is completed.
     return 200 if row.status == Status.COMPLETED else 202
@@ -65,7 +76,7 @@ def status_code_for(row: RequestView) -> int:
 
 def result_response(row: RequestView) -> JSONResponse:
     """The model's own reply: its output, or the failure's status code and body."""
-    headers = {REQUEST_ID_HEADER: str(row.id)}
+    headers = request_headers(row)
     if row.status != Status.COMPLETED:
         return JSONResponse({"detail": "Request is still in progress"}, status_code=400, headers=headers)
     if row.error is not None:
