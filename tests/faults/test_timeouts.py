@@ -4,13 +4,16 @@ with 504 request_timeout without ever running, even while no worker is free to n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from stack.servers import LocalStack
-from tests.support.harness import Ledger, Service, base_env, result, submit, wait_all_completed
+from tests.support.client_helpers import QUEUE_BASE
+from tests.support.harness import Ledger, Service, base_env, result, status, submit, wait_all_completed
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +51,23 @@ def test_run_time_limit_and_start_deadline(service: tuple[Service, str]) -> None
     answer = result(base, slow)
     assert answer.status_code == 504
     assert answer.json() == {"detail": "Request timed out", "error_type": "request_timeout"}
+    assert answer.headers["x-fal-error-type"] == "request_timeout"
+    # The service's own time limit, not the caller's: fal's clients may retry it.
+    assert "x-fal-request-timeout-type" not in answer.headers
 
     assert found[late]["error_type"] == "request_timeout"
     assert found[late]["attempts"] == 0  # never ran
     answer = result(base, late)
     assert answer.status_code == 504 and "before it could start" in answer.json()["detail"]
+    # The caller's X-Fal-Request-Timeout ran out: fal says so, on every answer about it.
+    assert answer.headers["x-fal-request-timeout-type"] == "user"
+    assert answer.headers["x-fal-error-type"] == "request_timeout"
+    assert status(base, late).headers["x-fal-request-timeout-type"] == "user"
+    stream_url = f"{base}/{QUEUE_BASE}/requests/{late}/status/stream"
+    with httpx.stream("GET", stream_url, timeout=30) as stream:
+        assert stream.headers["x-fal-request-timeout-type"] == "user"
+        events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+    assert json.loads(events[-1][len("data: ") :])["error_type"] == "request_timeout"
 
     # The worker survived its time limit and still runs the next request (which times out too).
     again = submit(base).json()["request_id"]
