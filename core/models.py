@@ -103,7 +103,7 @@ class RequestRow(Base):
             postgresql_where=text("status = 'IN_QUEUE'"),
         ),
         # ?fal_max_queue_length: the waiting requests of one endpoint, counted up to the limit.
-        Index("requests_waiting_app", "app_id", postgresql_where=text("status = 'IN_QUEUE'")),
+        Index("requests_waiting_app", "app_id", "id", postgresql_where=text("status = 'IN_QUEUE'")),
         # Per-key limits: submissions in the last minute (a range of recent rows) ...
         Index("requests_owner_recent", "owner_key_id", "queued_at"),
         # ... and requests in flight, without reading the key's finished history.

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncpg
 
+# ORDER BY id is what requests_waiting_app (app_id, id) gives as it is read: without it the
+# planner may pick a scan (or the waiting-order index) that meets the endpoint's rows only late,
+# and read the whole backlog to count a few.
 _WAITING_UP_TO = (
-    "SELECT count(*) FROM (SELECT 1 FROM requests WHERE status = 'IN_QUEUE' AND app_id = $1 LIMIT $2) waiting"
+    "SELECT count(*) FROM (SELECT 1 FROM requests"
+    " WHERE status = 'IN_QUEUE' AND app_id = $1 ORDER BY id LIMIT $2) waiting"
 )
 # A waiting request leaves the queue at an unknown time; come back after about this long.
 RETRY_AFTER_S = 5

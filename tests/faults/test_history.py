@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +28,15 @@ from core import failures
 from core.clock import utcnow
 from core.db_async import setup_connection
 from core.requests_table import api_statements as request_queries
-from core.requests_table import cancel, claim_waiting, expire_unstarted, find_stale, key_limits, retention
+from core.requests_table import (
+    cancel,
+    claim_waiting,
+    expire_unstarted,
+    find_stale,
+    key_limits,
+    queue_length,
+    retention,
+)
 from core.requests_table.position_board import _ORDER
 from core.webhook_outbox import find_due
 from stack.servers import LocalStack
@@ -357,6 +366,11 @@ def test_request_paths_read_no_history(history: Service) -> None:
             None,
             utcnow(),
             cap,
+            False,
+            True,
+        ),
+        "submit's ?fal_max_queue_length=10": _explain_async(
+            history, queue_length._WAITING_UP_TO, "fal-ai/live-portrait/image", 11
         ),
         "status/result/stream (fetch)": _explain_async(history, request_queries._FETCH, some_id, True, cap),
         "key in flight": _explain_async(history, key_limits.IN_FLIGHT_SQL, KEY),
@@ -381,3 +395,43 @@ def test_request_paths_read_no_history(history: Service) -> None:
     print(json.dumps(costs, indent=1))
     assert len(captured) >= 9
     assert all(read <= MAX_ROWS_READ for read in costs.values()), costs
+
+
+def test_queue_length_check_reads_at_most_the_limit(history: Service) -> None:
+    """?fal_max_queue_length against a backlog far longer than its limit, behind another
+    endpoint's older backlog (and the history above): the count stops at limit + 1 rows."""
+    backlog, limit = 20_000, 10
+
+    async def run() -> tuple[int, int, str]:
+        conn = await asyncpg.connect(pg_url(history.env))
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                for app_id, age_s in (("explain/other", 60), ("explain/backlog", 0)):
+                    await conn.execute(
+                        "INSERT INTO requests (id, app_id, status, priority, input, queued_at, logs)"
+                        " SELECT gen_random_uuid(), $2, 'IN_QUEUE', 0, '{}',"
+                        " now() - make_interval(secs => $3), '[]' FROM generate_series(1, $1)",
+                        backlog,
+                        app_id,
+                        float(age_s),
+                    )
+                await conn.execute("ANALYZE requests")
+                waiting = await conn.fetchval(queue_length._WAITING_UP_TO, "explain/backlog", limit + 1)
+                raw = await conn.fetchval(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + queue_length._WAITING_UP_TO,
+                    "explain/backlog",
+                    limit + 1,
+                )
+            finally:
+                await transaction.rollback()
+        finally:
+            await conn.close()
+        plan = json.loads(raw) if isinstance(raw, str) else raw
+        return waiting, _rows_read(plan[0]["Plan"]), json.dumps(plan)
+
+    waiting, read, plan = asyncio.run(run())
+    assert waiting == limit + 1  # more than the limit: the submit would be refused
+    nodes = re.findall(r'"(?:Node Type|Index Name)": "([^"]*)"', plan)
+    assert read <= limit + 1, nodes
