@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import create_engine, event
 from sqlalchemy.orm import Session
 
-from core import failures
+from core import failures, idempotency
 from core.clock import utcnow
 from core.db_async import setup_connection
 from core.requests_table import api_statements as request_queries
@@ -263,7 +263,7 @@ def test_the_result_sweep_deletes_output_and_input_objects(history: Service) -> 
 
 # --- per-call costs ---------------------------------------------------------------------------
 
-_TABLES = {"requests", "webhook_deliveries", "webhook_attempts"}
+_TABLES = {"requests", "webhook_deliveries", "webhook_attempts", "idempotency_keys"}
 
 
 def _rows_read(plan: dict[str, Any]) -> int:
@@ -378,6 +378,19 @@ def test_request_paths_read_no_history(history: Service) -> None:
             history, key_limits.RECENT_SQL, KEY, utcnow() - timedelta(seconds=60)
         ),
         "position board": _explain_async(history, _ORDER),
+        "submit's Idempotency-Key lookup": _explain_async(
+            history, idempotency.LOOKUP_SQL, KEY, "explain-key", utcnow()
+        ),
+        "submit's Idempotency-Key claim": _explain_async(
+            history,
+            idempotency.CLAIM_SQL,
+            KEY,
+            "explain-key",
+            b"\0" * 32,
+            some_id,
+            utcnow(),
+            utcnow() + timedelta(days=1),
+        ),
     }
     captured = _explain_captured(
         history,
@@ -389,6 +402,7 @@ def test_request_paths_read_no_history(history: Service) -> None:
             retention.claim_due_results(s, 1000, input_ref_prefix=INPUT_REF_PREFIX),
             retention.delete_rows(s, ROW_RETENTION_S * 10**6, 1000),
             cancel(s, some_id, failures.cancelled()),
+            idempotency.delete_expired(s, 1000),
         ),
     )
     costs.update({f"reconciler/sweep: {k}": v for k, v in captured.items()})
