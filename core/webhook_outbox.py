@@ -131,6 +131,7 @@ class Claimed:
     body: str
     attempt: int  # the delivery's attempt number: the fencing token of this attempt
     round_attempt: int
+    timeout_type: str | None = None  # sent as X-Fal-Request-Timeout-Type
 
 
 def claim_attempt(session: Session, delivery_id: uuid.UUID, *, lease_s: float) -> Claimed | None:
@@ -158,6 +159,7 @@ def claim_attempt(session: Session, delivery_id: uuid.UUID, *, lease_s: float) -
             WebhookDelivery.body,
             WebhookDelivery.attempts,
             WebhookDelivery.round_attempts,
+            WebhookDelivery.timeout_type,
         )
     ).one_or_none()
     if row is None:
@@ -172,7 +174,14 @@ def claim_attempt(session: Session, delivery_id: uuid.UUID, *, lease_s: float) -
     metric_rollups.record_attempts(session, "error", len(lost))
     session.add(WebhookAttempt(delivery_id=delivery_id, number=row.attempts, started_at=now))
     return Claimed(
-        delivery_id, row.request_id, row.url, row.user_id, row.body, row.attempts, row.round_attempts
+        delivery_id,
+        row.request_id,
+        row.url,
+        row.user_id,
+        row.body,
+        row.attempts,
+        row.round_attempts,
+        row.timeout_type,
     )
 
 
