@@ -159,8 +159,12 @@ def test_delivered_on_success_and_on_failure(
     }
     assert body["payload"]["image"]["content_type"] == "image/jpeg"
     assert ok.headers["x-fal-webhook-request-id"] == ok_id
-    assert ok.headers["x-fal-webhook-user-id"] == "portrait-queue"
+    # The submitting key's id (API_KEYS' "hooks:secret" here).
+    assert ok.headers["x-fal-webhook-user-id"] == "hooks"
     assert ok.headers["content-type"] == "application/json"
+    # No WEBHOOK_STANDARD_SECRET: no Standard Webhooks headers; and no timeout type on a success.
+    assert not {"webhook-id", "webhook-timestamp", "webhook-signature"} & ok.headers.keys()
+    assert "x-fal-request-timeout-type" not in ok.headers
 
     bad = receiver.accepted(bad_path)[0]
     assert signature_valid(bad, jwks)
@@ -199,6 +203,8 @@ def test_failing_receiver_gets_exactly_one_accepted_delivery(hook_api: str, rece
     assert len({r.body for r in got}) == 1
     assert [r.headers["x-fal-webhook-attempt"] for r in got] == ["1", "2", "3", "4"]
     assert json.loads(got[0].body)["payload"]["error_type"] == "request_timeout"
+    # It never started within the caller's X-Fal-Request-Timeout: every attempt says so.
+    assert {r.headers["x-fal-request-timeout-type"] for r in got} == {"user"}
 
     log = delivery["attempt_log"]
     assert [a["status_code"] for a in log] == [500, 302, 503, 200]
