@@ -85,13 +85,18 @@ async def submit_reply(
     request: Request, app: AppId, body: LivePortraitInput, options: SubmitOptions, caller: Caller
 ) -> JSONResponse:
     try:
-        view = await request_service.submit(app, body.model_dump(mode="json"), options, caller)
+        submitted = await request_service.submit(app, body.model_dump(mode="json"), options, caller)
     except request_service.SubmitRefused as refused:
         return refused_reply(refused)
+    view = submitted.view
     request_id = str(view.id)
+    # A replay shows the request as it is now (its current status and queue position).
     content = status_body(view, _urls(request, app, request_id), logs=None)
     content["gateway_request_id"] = request_id
-    return JSONResponse(content, headers={REQUEST_ID_HEADER: request_id})
+    headers = {REQUEST_ID_HEADER: request_id}
+    if submitted.replayed:
+        headers[request_service.REPLAYED_HEADER] = "true"
+    return JSONResponse(content, headers=headers)
 
 
 async def status_reply(

@@ -1,7 +1,9 @@
 """fal's synchronous API under /run/: the same queue and workers, the caller waits for the result.
 
 The model only ever runs in workers, so a synchronous request is a queued request whose HTTP
-call stays open; if the caller goes away (or waits too long) the request is cancelled.
+call stays open; if the caller goes away (or waits too long) the request is cancelled, unless it
+was sent with an Idempotency-Key: then it runs on, and a retry with that key waits for the same
+request (and answers with its result exactly as the first call would have).
 """
 
 from __future__ import annotations
@@ -64,29 +66,45 @@ def run_router(app: AppId) -> APIRouter:
             Priority.NORMAL.value, deadline, None, retention_s, key, queue_limit, no_retry_flag, store_io_flag
         )
         try:
-            view = await request_service.submit(app, body.model_dump(mode="json"), options, caller)
+            submitted = await request_service.submit(
+                app, body.model_dump(mode="json"), options, caller, mode=request_service.RUN
+            )
         except request_service.SubmitRefused as refused:
             return refused_reply(refused)
-        request_id = view.id
+        request_id = submitted.view.id
+        replay_headers = {request_service.REPLAYED_HEADER: "true"} if submitted.replayed else {}
+        # With an Idempotency-Key the caller has said it will retry: going away, or waiting past
+        # SYNC_RUN_TIMEOUT_S, leaves the request running, and the retry waits for it again.
+        keep_running = key is not None
         give_up_at = time.monotonic() + settings.sync_run_timeout_s
         delay = _POLL_START_S
+        # A replay's request may have ended already; a new one has only just been queued.
+        latest = submitted.view if submitted.replayed else None
         while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, _POLL_MAX_S)
-            latest = await request_service.load(app, request_id, caller)
             if latest is not None and latest.status == Status.COMPLETED:
-                return result_response(latest)
+                response = result_response(latest)
+                response.headers.update(replay_headers)
+                return response
             if await request.is_disconnected():
-                await request_service.request_cancel(app, request_id, caller)
+                if not keep_running:
+                    await request_service.request_cancel(app, request_id, caller)
                 return JSONResponse(
                     {"detail": "Client disconnected", "error_type": "client_disconnected"}, status_code=499
                 )
             if time.monotonic() > give_up_at:
-                await request_service.request_cancel(app, request_id, caller)
+                if not keep_running:
+                    await request_service.request_cancel(app, request_id, caller)
                 return JSONResponse(
                     {"detail": "Request timed out", "error_type": "request_timeout"},
                     status_code=504,
-                    headers={REQUEST_ID_HEADER: str(request_id), "x-fal-error-type": "request_timeout"},
+                    headers={
+                        REQUEST_ID_HEADER: str(request_id),
+                        "x-fal-error-type": "request_timeout",
+                        **replay_headers,
+                    },
                 )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, _POLL_MAX_S)
+            latest = await request_service.load(app, request_id, caller)
 
     return router

@@ -8,6 +8,9 @@ missing object is harmless) and no file outlives its row's expiry.
 Rows: a batch of rows whose result has expired and that ended ROW_RETENTION_S ago is deleted
 with its webhook deliveries, in one transaction that also moves the metrics' gauges.
 
+Idempotency keys: a batch of entries past IDEMPOTENCY_TTL_S is deleted, oldest first (their
+requests stay; an entry whose request was deleted went with it).
+
 Every batch is claimed with SKIP LOCKED, so any number of API processes sweep together without
 repeating each other's work; a round drains the backlog batch by batch.
 """
@@ -18,8 +21,9 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import NamedTuple
 
-from core import metric_rollups
+from core import idempotency, metric_rollups
 from core.config import Settings
 from core.db import session_scope
 from core.requests_table import DueResult, claim_due_results, delete_rows, mark_expired
@@ -64,6 +68,12 @@ def delete_rows_once(settings: Settings, now: datetime | None = None) -> int:
         return deleted.requests
 
 
+def delete_idempotency_keys_once(settings: Settings, now: datetime | None = None) -> int:
+    """One batch of expired idempotency entries; returns how many were deleted."""
+    with session_scope() as session:
+        return idempotency.delete_expired(session, settings.sweep_batch_size, now=now)
+
+
 def drain(batch: Callable[[], int], settings: Settings, stop: threading.Event | None = None) -> int:
     """Run `batch()` until it returns less than a full batch (the backlog is cleared)."""
     total = 0
@@ -75,20 +85,30 @@ def drain(batch: Callable[[], int], settings: Settings, stop: threading.Event | 
     return total
 
 
-def sweep_once(settings: Settings, stop: threading.Event | None = None) -> tuple[int, int]:
-    """One round: every due result, then every due row; returns both counts."""
+class SweepCounts(NamedTuple):
+    expired: int
+    deleted: int
+    idempotency_keys: int
+
+
+def sweep_once(settings: Settings, stop: threading.Event | None = None) -> SweepCounts:
+    """One round: every due result, every due row, then every expired idempotency entry."""
     store = get_store()
     expired = drain(lambda: expire_results_once(settings, store), settings, stop)
     deleted = drain(lambda: delete_rows_once(settings), settings, stop)
-    return expired, deleted
+    keys = drain(lambda: delete_idempotency_keys_once(settings), settings, stop)
+    return SweepCounts(expired, deleted, keys)
 
 
 def run_forever(settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.retention_sweep_interval_s):
         try:
-            expired, deleted = sweep_once(settings, stop)
+            counts = sweep_once(settings, stop)
         except Exception:
             log.exception("retention sweep failed; retrying next round")
             continue
-        if expired or deleted:
-            log.info("retention sweep: %d results expired, %d rows deleted", expired, deleted)
+        if any(counts):
+            log.info(
+                "retention sweep: %d results expired, %d rows deleted, %d idempotency keys deleted",
+                *counts,
+            )
