@@ -104,6 +104,12 @@ class RequestRow(Base):
         ),
         # ?fal_max_queue_length: the waiting requests of one endpoint, counted up to the limit.
         Index("requests_waiting_app", "app_id", "id", postgresql_where=text("status = 'IN_QUEUE'")),
+        # X-Fal-Store-IO: 0 requests that ended with their input still there, for its backstop.
+        Index(
+            "requests_input_unforgotten",
+            "id",
+            postgresql_where=text("status = 'COMPLETED' AND NOT store_io AND input IS NOT NULL"),
+        ),
         # Per-key limits: submissions in the last minute (a range of recent rows) ...
         Index("requests_owner_recent", "owner_key_id", "queued_at"),
         # ... and requests in flight, without reading the key's finished history.

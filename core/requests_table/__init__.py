@@ -21,8 +21,25 @@ as modules (`from core.requests_table import key_limits`).
 from core.requests_table.api_statements import RequestView, fetch, insert, settle_position
 from core.requests_table.completion import failure_columns
 from core.requests_table.key_limits import LimitExceeded
-from core.requests_table.retention import DeletedRows, DueResult, claim_due_results, delete_rows, mark_expired
-from core.requests_table.stale import Stale, expire_unstarted, find_stale, give_up_expired, requeue_expired
+from core.requests_table.retention import (
+    DeletedRows,
+    DueResult,
+    UnforgottenInput,
+    claim_due_results,
+    claim_unforgotten_inputs,
+    delete_rows,
+    forget_inputs,
+    mark_expired,
+)
+from core.requests_table.stale import (
+    Stale,
+    expire_unstarted,
+    fail_no_retry_expired,
+    fail_no_retry_of_worker,
+    find_stale,
+    give_up_expired,
+    requeue_expired,
+)
 from core.requests_table.transitions import (
     CancelOutcome,
     cancel,
@@ -43,16 +60,21 @@ __all__ = [
     "LimitExceeded",
     "RequestView",
     "Stale",
+    "UnforgottenInput",
     "cancel",
     "claim",
     "claim_due_results",
+    "claim_unforgotten_inputs",
     "claim_waiting",
     "complete_failed",
     "complete_ok",
     "delete_rows",
     "expire_unstarted",
+    "fail_no_retry_expired",
+    "fail_no_retry_of_worker",
     "failure_columns",
     "fetch",
+    "forget_inputs",
     "find_stale",
     "get",
     "give_up_expired",

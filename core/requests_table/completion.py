@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, literal, update
+from sqlalchemy import case, func, literal, null, update
 from sqlalchemy.orm import Session
 
 from core import metric_rollups, webhook_outbox
@@ -51,11 +51,20 @@ def result_expiry(finished_at: Any, default_retention_s: Any) -> Any:
     )
 
 
+def kept_logs(logs: Any) -> Any:
+    """The logs column a completion leaves: `logs` (an expression of the column), or NULL for a
+    request submitted with X-Fal-Store-IO: 0, whose logs are not kept once it ends."""
+    return case((_c.store_io, logs), else_=null())
+
+
 def finish(session: Session, request_id: uuid.UUID, conditions: tuple[Any, ...], **values: Any) -> bool:
     """Complete the row if `conditions` hold, setting `values` besides the completion's own
-    columns; returns whether it did."""
+    columns; returns whether it did. A `logs` value is kept only where the request keeps its
+    logs (store_io): the input of one that does not is dropped after the commit, by whoever
+    can delete its stored object (the worker, or the reconciler's backstop)."""
     now = utcnow()
     expiry = result_expiry(literal(now), get_settings().result_retention_s)
+    logs = kept_logs(values.pop("logs", _c.logs))
     stmt = (
         update(RequestRow)
         .where(RequestRow.id == request_id, *conditions)
@@ -64,6 +73,7 @@ def finish(session: Session, request_id: uuid.UUID, conditions: tuple[Any, ...],
             finished_at=now,
             result_expires_at=expiry,
             lease_expires_at=None,
+            logs=logs,
             **values,
         )
         .returning(*COMPLETION_COLUMNS)

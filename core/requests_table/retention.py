@@ -6,6 +6,10 @@
 2. Row deletion: ROW_RETENTION_S after it ended, and once its result has expired, the row goes
    with its webhook deliveries and their attempts (the result endpoint answers 404).
 
+Besides these, a request submitted with X-Fal-Store-IO: 0 loses its input as soon as it ended
+(its logs go in the completing statement): `claim_unforgotten_inputs` and `forget_inputs` are
+the backstop for those whose ending process could not delete the input itself.
+
 Each batch is claimed with FOR UPDATE SKIP LOCKED through a partial index of the rows it is
 about, so concurrent sweepers take disjoint batches, a batch costs the same whatever the size of
 the history, and nothing a submit, a worker or a poll touches is ever locked (only finished rows
@@ -62,6 +66,32 @@ _DELETE_DELIVERIES = text("DELETE FROM webhook_deliveries WHERE request_id = ANY
 _DELETE_ROWS = text("DELETE FROM requests WHERE id = ANY(:ids) AND status = 'COMPLETED'")
 
 
+# Ended X-Fal-Store-IO: 0 rows whose input is still there; the partial index
+# requests_input_unforgotten holds only these, for the moments between a completion and the
+# input's deletion.
+_UNFORGOTTEN = text(
+    """
+    SELECT id, CASE WHEN starts_with(input ->> 'image_url', :input_ref_prefix)
+                    THEN substr(input ->> 'image_url', length(:input_ref_prefix) + 1) END AS input_key
+    FROM requests
+    WHERE status = 'COMPLETED' AND NOT store_io AND input IS NOT NULL
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+_FORGET = text(
+    "UPDATE requests SET input = NULL"
+    " WHERE id = ANY(:ids) AND status = 'COMPLETED' AND NOT store_io AND input IS NOT NULL"
+)
+
+
+@dataclass(frozen=True)
+class UnforgottenInput:
+    request_id: uuid.UUID
+    input_key: str | None  # the input's object, when it was written to the bucket at submit
+
+
 @dataclass(frozen=True)
 class DueResult:
     request_id: uuid.UUID
@@ -85,6 +115,23 @@ def claim_due_results(
     params = {"now": now or utcnow(), "limit": limit, "input_ref_prefix": input_ref_prefix}
     rows = session.execute(_DUE_RESULTS, params).all()
     return [DueResult(r.id, r.attempts, r.file_name, r.input_key) for r in rows]
+
+
+def claim_unforgotten_inputs(
+    session: Session, limit: int, *, input_ref_prefix: str
+) -> list[UnforgottenInput]:
+    """Lock up to `limit` ended X-Fal-Store-IO: 0 rows that still hold their input (until this
+    transaction ends); a stored input's key follows `input_ref_prefix` in its `image_url`."""
+    params = {"limit": limit, "input_ref_prefix": input_ref_prefix}
+    return [UnforgottenInput(r.id, r.input_key) for r in session.execute(_UNFORGOTTEN, params).all()]
+
+
+def forget_inputs(session: Session, request_ids: list[uuid.UUID]) -> int:
+    """Clear the input of ended X-Fal-Store-IO: 0 rows (after their stored objects were deleted)."""
+    if not request_ids:
+        return 0
+    result: Any = session.execute(_FORGET, {"ids": request_ids})
+    return int(result.rowcount)
 
 
 def mark_expired(session: Session, request_ids: list[uuid.UUID], now: datetime | None = None) -> int:

@@ -1,6 +1,11 @@
 """What the reconciler finds and repairs in the requests table: waiting rows whose publish was
 lost, running rows whose worker stopped renewing its lease, and waiting rows past their start
 deadline. Each repair is one conditional statement, so reconcilers on several replicas may race.
+
+A running request submitted with X-Fal-No-Retry whose worker is lost is failed instead of
+queued again, by whichever notices first: the dead process's own Celery parent
+(`fail_no_retry_of_worker`), a redelivered message or the reconciler once the lease ran out
+(`fail_no_retry_expired`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ def requeue_expired(session: Session, request_id: uuid.UUID) -> int | None:
             RequestRow.id == request_id,
             RequestRow.status == Status.IN_PROGRESS.value,
             RequestRow.lease_expires_at < utcnow(),
+            RequestRow.no_retry.is_(False),
         )
         .values(status=Status.IN_QUEUE.value, lease_expires_at=None, worker=None, published_at=None)
         .returning(RequestRow.priority)
@@ -79,6 +85,41 @@ def give_up_expired(session: Session, request_id: uuid.UUID, failure: Failure, *
         ),
         **failure_columns(failure),
     )
+
+
+def fail_no_retry_expired(session: Session, request_id: uuid.UUID, failure: Failure) -> bool:
+    """Fail a running X-Fal-No-Retry request whose lease expired: its worker is gone, and it
+    must not run again."""
+    return finish(
+        session,
+        request_id,
+        (
+            RequestRow.status == Status.IN_PROGRESS.value,
+            RequestRow.lease_expires_at < utcnow(),
+            RequestRow.no_retry.is_(True),
+        ),
+        **failure_columns(failure),
+    )
+
+
+def fail_no_retry_of_worker(session: Session, worker: str, failure: Failure) -> list[uuid.UUID]:
+    """Fail the running X-Fal-No-Retry requests claimed by `worker` (a `host:pid` name), whose
+    process is known to be dead, without waiting for their leases; returns their ids.
+
+    Only the dead process's parent calls this: its pid cannot be in use by a live claim then."""
+    held = session.execute(
+        select(RequestRow.id).where(
+            RequestRow.status == Status.IN_PROGRESS.value,
+            RequestRow.worker == worker,
+            RequestRow.no_retry.is_(True),
+        )
+    ).scalars()
+    conditions = (
+        RequestRow.status == Status.IN_PROGRESS.value,
+        RequestRow.worker == worker,
+        RequestRow.no_retry.is_(True),
+    )
+    return [rid for rid in list(held) if finish(session, rid, conditions, **failure_columns(failure))]
 
 
 def expire_unstarted(session: Session, failure: Failure, limit: int = 500) -> int:

@@ -27,6 +27,7 @@ from core.requests_table.completion import (
     failure_columns,
     finish,
     finished,
+    kept_logs,
     result_expiry,
 )
 
@@ -68,7 +69,8 @@ def claim(
     A running request whose lease ran out (its worker died) can be claimed again; `attempts` is
     the fencing token that keeps the old worker from completing it afterwards. A request that
     has used `max_attempts` runs is never claimed again (`give_up_expired` fails it), so
-    `attempts` counts real runs even when a redelivered message races the reconciler.
+    `attempts` counts real runs even when a redelivered message races the reconciler; nor is one
+    submitted with X-Fal-No-Retry once it has been claimed (`fail_no_retry_expired` fails it).
     """
     params = {"request_id": request_id, "max_attempts": max_attempts, **_claim_params(worker, lease_s)}
     return session.execute(_claim_statement(max_attempts is not None), params).one_or_none()
@@ -82,6 +84,7 @@ def _claim_statement(limited: bool) -> Update:
         .where(
             _c.id == bindparam("request_id"),
             *limit,
+            _runs_left(),
             or_(
                 _c.status == Status.IN_QUEUE.value,
                 and_(_c.status == Status.IN_PROGRESS.value, _c.lease_expires_at < bindparam("claimed_at")),
@@ -90,6 +93,11 @@ def _claim_statement(limited: bool) -> Update:
         .values(**_claimed())
         .returning(*_c)
     )
+
+
+def _runs_left() -> Any:
+    """A request submitted with X-Fal-No-Retry runs at most once: claimed once, never again."""
+    return or_(~_c.no_retry, _c.attempts == 0)
 
 
 def _claimed() -> dict[str, Any]:
@@ -116,7 +124,7 @@ def claim_waiting(
     that other workers are claiming at this moment (their messages then find nothing to run)."""
     waiting = (
         select(_c.id)
-        .where(_c.status == Status.IN_QUEUE.value, _c.attempts < max_attempts)
+        .where(_c.status == Status.IN_QUEUE.value, _c.attempts < max_attempts, _runs_left())
         .order_by(_c.priority, _c.queued_at, _c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -216,7 +224,7 @@ def _complete_ok_statement() -> Update:
             lease_expires_at=None,
             output=bindparam("new_output"),
             metrics=bindparam("new_metrics"),
-            logs=_appended_param(),
+            logs=kept_logs(_appended_param()),
         )
         .returning(*(_c[column.key] for column in COMPLETION_COLUMNS))
     )
