@@ -6,6 +6,11 @@ storage.layout.input_ref(key), a few dozen characters, so that the row stays sma
 image's size; the worker reads the object through the S3 API and the result sweep deletes it
 with the outputs. Clients cannot send such a reference themselves: api.schemas accepts only
 http(s) URLs and data URIs as image_url.
+
+A request submitted with X-Fal-Store-IO: 0 keeps no input once it ended: the process that ended
+it deletes the object and clears the row's input right after its commit (`forget_input`), and
+`forget_inputs_once`, run by every reconciler round, does it for the rows whose ending process
+could not (the API's cancel, the reconciler's own failures, a crash or S3 error in between).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from urllib.parse import unquote_to_bytes
 
 from botocore.exceptions import ClientError
 
+from core.db import session_scope
 from core.input_errors import DownloadFailed, TooLarge
+from core.requests_table import claim_unforgotten_inputs, forget_inputs
 from storage.layout import INPUT_REF_PREFIX, input_key, input_ref, key_of_ref, random_name
 from storage.s3 import ObjectStore
 
@@ -84,7 +91,9 @@ def put_input(store: ObjectStore, request_id: uuid.UUID, data: bytes, media_type
 
 
 def delete_input(store: ObjectStore, ref: str) -> None:
-    """Remove an input whose row was never inserted (blocking: call off the loop)."""
+    """Remove the object a stored-input reference names (an input whose row was never inserted,
+    or whose X-Fal-Store-IO: 0 request ended); anything else names no object and is ignored.
+    Blocking: call off the loop."""
     key = key_of_ref(ref)
     if key is not None:
         store.client.delete_object(Bucket=store.bucket, Key=key)
@@ -101,3 +110,22 @@ def read_input(store: ObjectStore, image_url: str, *, max_bytes: int) -> bytes:
             raise StoredInputMissing(key) from exc
         raise
     return data
+
+
+def forget_input(store: ObjectStore, request_id: uuid.UUID, image_url: str | None) -> None:
+    """Drop the input of an ended X-Fal-Store-IO: 0 request: its stored object first, then the
+    row's copy, so that a failure in between leaves the row for `forget_inputs_once`."""
+    if image_url is not None:
+        delete_input(store, image_url)
+    with session_scope() as session:
+        forget_inputs(session, [request_id])
+
+
+def forget_inputs_once(store: ObjectStore, limit: int) -> int:
+    """One batch of the backstop; returns how many rows lost their input. The rows stay locked
+    while their objects are deleted, so concurrent rounds take disjoint batches, and a round
+    that dies before its commit leaves them for the next (deleting a missing object is harmless)."""
+    with session_scope() as session:
+        due = claim_unforgotten_inputs(session, limit, input_ref_prefix=INPUT_REF_PREFIX)
+        store.delete_keys(item.input_key for item in due if item.input_key)
+        return forget_inputs(session, [item.request_id for item in due])

@@ -3,6 +3,11 @@
 One flow runs them: the request a message names, plus up to BATCH_MAX_SIZE - 1 waiting ones
 claimed with it, go through Engine.edit_batch together (a single request is a batch of one),
 and each keeps its own lease, logs and outcome.
+
+A request submitted with X-Fal-Store-IO: 0 loses its input right after the commit that ends it
+here (storage.inputs.forget_input); one submitted with X-Fal-No-Retry is never run twice: a
+redelivered message for it fails it once its lease ran out, and the worker's parent process
+fails it at once when the process running it dies (`fail_lost_no_retry`, worker/tasks.py).
 """
 
 from __future__ import annotations
@@ -28,8 +33,17 @@ from core.db_retry import retry_unavailable
 from core.edit_params import EditParams
 from core.failures import Failure
 from core.input_errors import InputRejected
-from core.requests_table import claim, claim_waiting, complete_failed, complete_ok, give_up_expired
+from core.requests_table import (
+    claim,
+    claim_waiting,
+    complete_failed,
+    complete_ok,
+    fail_no_retry_expired,
+    fail_no_retry_of_worker,
+    give_up_expired,
+)
 from queueing.publish import unit_of_work
+from storage.inputs import forget_input
 from storage.layout import output_key, random_name
 from storage.s3 import get_store
 from worker import engine_runtime
@@ -44,8 +58,9 @@ log = logging.getLogger(__name__)
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_name(pid: int | None = None) -> str:
+    """The `worker` column of the rows a process claims: `host:pid`."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 @dataclass(frozen=True)
@@ -57,10 +72,18 @@ class ClaimedRequest:
     input: dict[str, Any]
     start_deadline: datetime | None
     cancel_requested: bool
+    store_io: bool = True
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> ClaimedRequest:
-        return cls(row.id, row.attempts, dict(row.input), row.start_deadline, bool(row.cancel_requested))
+        return cls(
+            row.id,
+            row.attempts,
+            dict(row.input or {}),
+            row.start_deadline,
+            bool(row.cancel_requested),
+            bool(row.store_io),
+        )
 
 
 @dataclass
@@ -96,7 +119,7 @@ def run_request(request_id: uuid.UUID, settings: Settings | None = None) -> None
     for request in claimed:
         early = _refuse_before_start(request)
         if early is not None:
-            _fail(request.id, early, request.attempts)
+            _fail(request, early)
         else:
             runnable.append(request)
     if runnable:
@@ -120,7 +143,7 @@ def _report_failure(request: ClaimedRequest, ctx: RunContext, exc: BaseException
     failure = _failure_for(exc, request)
     ctx.log(f"failed: {failure.message}", "ERROR")
     metrics = {"inference_time": round(time.monotonic() - started, 4)}
-    _fail(request.id, failure, request.attempts, metrics, logs=ctx.close())
+    _fail(request, failure, metrics, logs=ctx.close())
 
 
 def _record(
@@ -138,6 +161,19 @@ def _record(
         what=f"the result of {request.id}",
     ):
         log.warning("request %s was taken over before it completed here", request.id)
+        return
+    _forget(request)
+
+
+def _forget(request: ClaimedRequest) -> None:
+    """After the commit that ended `request` here: an X-Fal-Store-IO: 0 request's input goes
+    now. On any error the reconciler's backstop does it in a round or two."""
+    if request.store_io:
+        return
+    try:
+        forget_input(get_store(), request.id, request.input.get("image_url"))
+    except Exception:
+        log.warning("could not drop the input of %s; the reconciler will", request.id, exc_info=True)
 
 
 def engine_seconds(result: EditResult, callback_s: float, encoded_before_s: float = 0.0) -> float:
@@ -241,7 +277,17 @@ def _claim(request_id: uuid.UUID, settings: Settings) -> ClaimedRequest | None:
 def _give_up(request_id: uuid.UUID, settings: Settings) -> bool:
     failure = failures.runner_lost(settings.max_attempts)
     with unit_of_work() as session:
-        return give_up_expired(session, request_id, failure, max_attempts=settings.max_attempts)
+        return fail_no_retry_expired(session, request_id, failures.runner_disconnected()) or give_up_expired(
+            session, request_id, failure, max_attempts=settings.max_attempts
+        )
+
+
+def fail_lost_no_retry(pid: int) -> list[uuid.UUID]:
+    """The process `pid` of this host died while it ran requests: fail those submitted with
+    X-Fal-No-Retry now, rather than once their leases run out (the others run again then).
+    Called by that process's Celery parent, the first to know."""
+    with unit_of_work() as session:
+        return fail_no_retry_of_worker(session, worker_name(pid), failures.runner_disconnected())
 
 
 def _complete(
@@ -264,18 +310,20 @@ def _refuse_before_start(request: ClaimedRequest) -> Failure | None:
 
 
 def _fail(
-    request_id: uuid.UUID,
+    request: ClaimedRequest,
     failure: Failure,
-    attempt: int,
     metrics: dict[str, Any] | None = None,
     *,
     logs: list[dict[str, Any]] | None = None,
 ) -> None:
     def write() -> bool:
         with unit_of_work() as session:
-            return complete_failed(session, request_id, failure, attempt=attempt, metrics=metrics, logs=logs)
+            return complete_failed(
+                session, request.id, failure, attempt=request.attempts, metrics=metrics, logs=logs
+            )
 
-    retry_unavailable(write, for_s=get_settings().db_retry_s, what=f"the failure of {request_id}")
+    if retry_unavailable(write, for_s=get_settings().db_retry_s, what=f"the failure of {request.id}"):
+        _forget(request)
 
 
 def _fetch(payload: dict[str, Any], ctx: RunContext, settings: Settings) -> tuple[bytes, EditParams]:
