@@ -3,11 +3,14 @@
 A benchmark, not a test. Starts its own stack with durable writes, as `make run` does
 (PostgreSQL, Redis and S3 under a temporary directory, migrations, one API process with
 AUTH_MODE=keys and one key), and no edit worker: submitted requests stay waiting, so the figures
-are about the API alone. The per-key limits are set high enough never to refuse, but they run.
+are about the API alone. The per-key limits are set high enough never to refuse, but they run;
+every submit sends a new Idempotency-Key and a ?fal_max_queue_length that never refuses, so
+their lookups, claim and count run too.
 
   A. empty table: submit, status, result and /metrics latency (p50, p99 over sequential calls);
   fill: N finished requests of that key (SOAK_ROWS, default 1,000,000), webhook deliveries with
-     one attempt each for a tenth of them, inserted in SQL batches, then VACUUM ANALYZE;
+     one attempt each for a tenth of them, Idempotency-Key entries for the last day's, inserted in
+     SQL batches, then VACUUM ANALYZE;
   B. at N rows: the same measurements;
   C. the sweeps on a backlog, each timed draining it: result expiry (some rows with real output
      objects in S3), row deletion (rows with and without deliveries), the upload sweep.
@@ -133,7 +136,7 @@ class Soak:
         self.finish_own_submits()
         submit_ms: list[float] = []
         for _ in range(max(1, calls // 100)):
-            submit_ms += self.timed_calls(lambda c, _n: c.post(f"{self.base}/{APP}", json=self.payload), 100)
+            submit_ms += self.timed_calls(self.submit, 100)
             self.finish_own_submits()
         out["submit"] = submit_ms
         if not ids:  # the empty table: this bench's own submits, finished, are the rows to read
@@ -159,6 +162,16 @@ class Soak:
                 f"  p99 {percentile(values, 0.99):9.2f} ms"
             )
         return out
+
+    def submit(self, client: httpx.Client, _n: int) -> httpx.Response:
+        # Every submit control that reads the database: a new Idempotency-Key (its lookup and
+        # claim) and a queue-length limit high enough never to refuse (its capped count).
+        return client.post(
+            f"{self.base}/{APP}",
+            json=self.payload,
+            params={"fal_max_queue_length": "100000"},
+            headers={"Idempotency-Key": f"soak-{uuid.uuid4()}"},
+        )
 
     def sample_ids(self, count: int) -> list[uuid.UUID]:
         """Ids of filled rows spread over the whole history whose result is still there."""

@@ -88,6 +88,20 @@ SELECT id, 1, created_at + interval '5 ms', finished_at, 200 FROM d
 """
 
 
+# Idempotency-Key entries for the rows of the last day (IDEMPOTENCY_TTL_S, 24 h): what a service
+# whose clients send a key on every submit holds; older ones the sweep has deleted.
+FILL_KEYS = """
+INSERT INTO idempotency_keys (owner, key, fingerprint, request_id, created_at, expires_at)
+SELECT %(key)s, 'soak-' || i, decode(md5('k' || i), 'hex'), md5(%(seed)s || i)::uuid, queued,
+       queued + interval '1 day'
+FROM (
+    SELECT i, %(t0)s - (i::float8 / %(n)s) * %(spread)s * interval '1 second' AS queued
+    FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
+) s
+WHERE queued > %(t0)s - interval '1 day'
+"""
+
+
 def row_id(seed: str, i: int) -> uuid.UUID:
     return uuid.UUID(hashlib.md5(f"{seed}{i}".encode()).hexdigest())
 
@@ -97,11 +111,13 @@ def file_name_of(i: int) -> str:
 
 
 def fill(soak: Any) -> None:
-    """N finished rows of the soak's key, a tenth with a delivered webhook, then VACUUM ANALYZE."""
+    """N finished rows of the soak's key, a tenth with a delivered webhook, the last day's with
+    an Idempotency-Key entry, then VACUUM ANALYZE."""
     n, chunk = soak.args.rows, soak.args.chunk
     s3 = f"{soak.env['S3_ENDPOINT_URL']}/{soak.env['S3_BUCKET']}"
     print(
-        f"fill: {n:,} finished requests, {n // 10:,} webhook deliveries, chunks of {chunk:,} ...",
+        f"fill: {n:,} finished requests, {n // 10:,} webhook deliveries, {n // 6:,} idempotency keys,"
+        f" chunks of {chunk:,} ...",
         flush=True,
     )
     started = time.monotonic()
@@ -128,6 +144,7 @@ def fill(soak: Any) -> None:
             with conn.transaction():
                 conn.execute(FILL_REQUESTS, params)
                 conn.execute(FILL_DELIVERIES, params)
+                conn.execute(FILL_KEYS, params)
             rate = (hi - lo + 1) / (time.monotonic() - t)
             print(
                 f"  rows {lo:>11,} .. {hi:>11,}  {rate:9,.0f} rows/s  {time.monotonic() - started:7.1f} s",
@@ -135,7 +152,7 @@ def fill(soak: Any) -> None:
             )
         insert_s = time.monotonic() - started
         t = time.monotonic()
-        conn.execute("VACUUM ANALYZE requests, webhook_deliveries, webhook_attempts")
+        conn.execute("VACUUM ANALYZE requests, webhook_deliveries, webhook_attempts, idempotency_keys")
         vacuum_s = time.monotonic() - t
         if tuned:  # back to the stack's own setting for the measurements
             set_max_wal_size(soak.dsn, None)
