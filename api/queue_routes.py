@@ -249,7 +249,9 @@ async def _status_events(
         key = (view.status, view.queue_position)
         now = time.monotonic()
         if key != last_key or new_logs or now - last_sent >= settings.status_stream_keepalive_s:
-            body = status_body(view, urls, logs=new_logs if with_logs else None)
+            # None once an X-Fal-Store-IO: 0 request has ended: its logs are gone, as on status.
+            shown = new_logs if view.logs is not None else None
+            body = status_body(view, urls, logs=shown if with_logs else None)
             yield f"data: {json.dumps(body)}\n\n"
             sent_logs, last_key, last_sent = len(logs), key, now
         if view.status == Status.COMPLETED:

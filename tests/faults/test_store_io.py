@@ -5,6 +5,7 @@ Without the header nothing changes."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 import uuid
@@ -182,6 +183,12 @@ def test_store_io_off_drops_input_and_logs_once_done(service: tuple[Service, str
     with_logs = httpx.get(f"{base}/{QUEUE_BASE}/requests/{rid}/status", params={"logs": 1}, timeout=10)
     assert with_logs.status_code == 200 and with_logs.json()["logs"] is None
     assert with_logs.json()["status"] == "COMPLETED"
+    # The status stream says the same: no logs, not an empty list.
+    stream_url = f"{base}/{QUEUE_BASE}/requests/{rid}/status/stream"
+    with httpx.stream("GET", stream_url, params={"logs": 1}, timeout=10) as stream:
+        events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+    last = json.loads(events[-1][len("data: ") :])
+    assert last["status"] == "COMPLETED" and last["logs"] is None
 
 
 def test_store_io_off_failure_and_cancel_drop_the_input(service: tuple[Service, str]) -> None:
