@@ -107,18 +107,12 @@ def fail_no_retry_of_worker(session: Session, worker: str, failure: Failure) -> 
     process is known to be dead, without waiting for their leases; returns their ids.
 
     Only the dead process's parent calls this: its pid cannot be in use by a live claim then."""
-    held = session.execute(
-        select(RequestRow.id).where(
-            RequestRow.status == Status.IN_PROGRESS.value,
-            RequestRow.worker == worker,
-            RequestRow.no_retry.is_(True),
-        )
-    ).scalars()
     conditions = (
         RequestRow.status == Status.IN_PROGRESS.value,
         RequestRow.worker == worker,
         RequestRow.no_retry.is_(True),
     )
+    held = session.execute(select(RequestRow.id).where(*conditions)).scalars()
     return [rid for rid in list(held) if finish(session, rid, conditions, **failure_columns(failure))]
 
 
