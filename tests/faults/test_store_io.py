@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.orm import Session
+from sqlalchemy import text
 
 from core import failures
 from core.db import session_scope
@@ -29,8 +28,6 @@ from core.requests_table import (
     complete_failed,
     complete_ok,
     expire_unstarted,
-    fail_no_retry_expired,
-    fail_no_retry_of_worker,
     forget_inputs,
     log_entry,
     renew_lease,
@@ -228,58 +225,3 @@ def test_without_the_header_input_and_logs_stay(service: tuple[Service, str]) ->
     logs = httpx.get(f"{base}/{QUEUE_BASE}/requests/{rid}/status", params={"logs": 1}, timeout=10).json()
     assert [line["message"] for line in logs["logs"]][:1] == ["fetching the input image"]
     assert status(base, rid).json()["status"] == "COMPLETED"
-
-
-def _rows_read(plan: dict[str, Any]) -> int:
-    """Rows a plan read from the requests table: those its scans returned plus those discarded."""
-    read = 0
-    if plan.get("Relation Name") == "requests":
-        read += int(plan.get("Actual Rows", 0)) * int(plan.get("Actual Loops", 1))
-        read += int(plan.get("Rows Removed by Filter", 0)) + int(plan.get("Rows Removed by Index Recheck", 0))
-    return read + sum(_rows_read(child) for child in plan.get("Plans", []))
-
-
-def test_the_backstop_and_the_no_retry_statements_read_no_history(service: tuple[Service, str]) -> None:
-    """Behind 40,000 ended rows, a third of them X-Fal-Store-IO: 0 with their input dropped, the
-    backstop's batch and the lost-process failure read only the rows they are about."""
-    svc, _ = service
-    with psycopg.connect(pg_url(svc.env), autocommit=True) as conn:
-        conn.execute(
-            """
-            INSERT INTO requests (id, app_id, status, priority, input, store_io, no_retry, queued_at,
-                                  finished_at, result_expires_at, attempts, logs, worker)
-            SELECT gen_random_uuid(), 'fal-ai/live-portrait/image', 'COMPLETED', 0,
-                   CASE WHEN g % 3 = 0 THEN NULL ELSE '{"image_url": "https://example.com/a"}'::jsonb END,
-                   g % 3 <> 0, g % 2 = 0, now() - g * interval '1 second', now(),
-                   now() + interval '1 day', 1, CASE WHEN g % 3 = 0 THEN NULL ELSE '[]'::jsonb END, 'host:1'
-            FROM generate_series(1, 40000) g
-            """
-        )
-        conn.execute("ANALYZE requests")
-    engine = create_engine(svc.env["DATABASE_URL"])
-    captured: list[tuple[str, Any]] = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if not statement.startswith("EXPLAIN"):
-            captured.append((statement, parameters))
-
-    costs: dict[str, int] = {}
-    try:
-        with Session(engine) as session:
-            claim_unforgotten_inputs(session, 1000, input_ref_prefix=INPUT_REF_PREFIX)
-            fail_no_retry_of_worker(session, "host:1", failures.runner_disconnected())
-            fail_no_retry_expired(session, uuid.uuid4(), failures.runner_disconnected())
-            session.rollback()
-            for statement, parameters in captured:
-                plan = (
-                    session.connection()
-                    .exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-                    .scalar_one()
-                )
-                costs[" ".join(statement.split())[:70]] = _rows_read(plan[0]["Plan"])
-            session.rollback()
-    finally:
-        engine.dispose()
-    print(costs)
-    assert len(costs) == 3 and all(read <= 10 for read in costs.values()), costs
