@@ -17,7 +17,7 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.db_async import close_pool, connection
 from core.migrate import downgrade, upgrade
-from core.models import Priority, RequestRow, Status
+from core.models import Priority, Status
 from core.requests_table import (
     CancelOutcome,
     cancel,
@@ -25,13 +25,12 @@ from core.requests_table import (
     complete_failed,
     complete_ok,
     find_stale,
-    get,
     log_entry,
     renew_lease,
     requeue_expired,
 )
 from tests.support.databases import empty_database, reconciler_paused
-from tests.support.request_rows import insert_request
+from tests.support.request_rows import insert_request, load_row
 
 pytestmark = pytest.mark.usefixtures("migrated")
 PAYLOAD = {"image_url": "https://example.com/a.png"}
@@ -39,14 +38,6 @@ PAYLOAD = {"image_url": "https://example.com/a.png"}
 
 def _new(priority: int = Priority.NORMAL.value) -> uuid.UUID:
     return insert_request(app_id="test/store", payload=PAYLOAD, priority=priority)
-
-
-def _row(request_id: uuid.UUID) -> RequestRow:
-    with session_scope() as session:
-        row = get(session, request_id)
-        assert row is not None
-        session.expunge(row)
-        return row
 
 
 def test_only_one_concurrent_claim_wins() -> None:
@@ -66,7 +57,7 @@ def test_only_one_concurrent_claim_wins() -> None:
     for thread in threads:
         thread.join()
     assert len(wins) == 1
-    row = _row(request_id)
+    row = load_row(request_id)
     assert (row.status, row.attempts, row.worker) == (Status.IN_PROGRESS, 1, f"w{wins[0]}")
 
 
@@ -162,7 +153,7 @@ def test_cancel_outcomes() -> None:
         # A cancelled request can never be claimed afterwards.
         assert claim(session, waiting, worker="w", lease_s=60) is None
         assert renew_lease(session, running, 1, lease_s=60) is True
-    row = _row(waiting)
+    row = load_row(waiting)
     assert (row.status, row.error_status, row.error_type, row.started_at) == (
         Status.COMPLETED,
         499,
@@ -208,7 +199,7 @@ def test_expired_lease_is_reclaimed_and_fences_the_old_worker() -> None:
         assert renew_lease(session, request_id, 2, lease_s=60, logs=[log_entry("three")]) is False
         assert complete_ok(session, request_id, 2, output={"image": {}}, metrics={"inference_time": 1})
         assert not complete_failed(session, request_id, failures.internal())
-    row = _row(request_id)
+    row = load_row(request_id)
     assert row.output == {"image": {}} and row.worker == "new" and row.error is None
     assert [entry["message"] for entry in row.logs] == ["one", "two", "three"]
 

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from core import failures
 from core.config import get_settings
 from core.db import session_scope
-from core.models import RequestRow, Status
+from core.models import Status
 from core.requests_table import (
     claim,
     claim_waiting,
@@ -43,21 +43,13 @@ from tests.support.harness import (
     wait_all_completed,
     wait_for,
 )
-from tests.support.request_rows import insert_request
+from tests.support.request_rows import insert_request, load_row
 
 PAYLOAD = {"image_url": "https://example.com/a.png"}
 NO_RETRY = {"X-Fal-No-Retry": "1"}
 
 
 # -- the table's transitions, on the session's database ---------------------------------------
-
-
-def _row(request_id: uuid.UUID) -> RequestRow:
-    with session_scope() as session:
-        row = session.get(RequestRow, request_id)
-        assert row is not None
-        session.expunge(row)
-        return row
 
 
 def _expire_lease(*request_ids: uuid.UUID) -> None:
@@ -69,7 +61,7 @@ def _expire_lease(*request_ids: uuid.UUID) -> None:
 
 
 def _assert_disconnected(request_id: uuid.UUID, worker: str) -> None:
-    row = _row(request_id)
+    row = load_row(request_id)
     assert (row.status, row.error_type, row.error_status, row.attempts, row.worker) == (
         Status.COMPLETED,
         "runner_disconnected",
@@ -102,7 +94,7 @@ def test_a_redelivered_message_never_reruns_a_no_retry_request() -> None:
     with session_scope() as session:
         assert claim(session, no_retry, worker="next:2", lease_s=60, max_attempts=3) is None
     assert not _give_up(no_retry, settings)  # its lease still holds: the worker may be alive
-    assert _row(no_retry).status == Status.IN_PROGRESS
+    assert load_row(no_retry).status == Status.IN_PROGRESS
     _expire_lease(no_retry, plain)
     with session_scope() as session:
         assert claim(session, no_retry, worker="next:2", lease_s=60, max_attempts=3) is None
@@ -149,7 +141,7 @@ def test_a_dead_process_fails_its_own_no_retry_requests_only() -> None:
     assert sorted(failed) == sorted(mine)
     for rid in mine:
         _assert_disconnected(rid, "host:41")
-    assert _row(plain).status == _row(other).status == Status.IN_PROGRESS
+    assert load_row(plain).status == load_row(other).status == Status.IN_PROGRESS
 
 
 @pytest.mark.usefixtures("paused")

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from core import failures
 from core.db import session_scope
-from core.models import RequestRow, Status
+from core.models import Status
 from core.requests_table import (
     cancel,
     claim,
@@ -47,21 +47,13 @@ from tests.support.harness import (
     wait_all_completed,
     wait_for,
 )
-from tests.support.request_rows import insert_request
+from tests.support.request_rows import insert_request, load_row
 
 STORED = {"image_url": INPUT_REF_PREFIX + "inputs/x/y", "smile": 0.5}
 NO_STORE = {"X-Fal-Store-IO": "0"}
 
 
 # -- the table's transitions, on the session's database ---------------------------------------
-
-
-def _row(request_id: uuid.UUID) -> RequestRow:
-    with session_scope() as session:
-        row = session.get(RequestRow, request_id)
-        assert row is not None
-        session.expunge(row)
-        return row
 
 
 def _running(store_io: bool) -> uuid.UUID:
@@ -97,10 +89,10 @@ def test_every_ending_drops_the_logs_of_a_store_io_off_request() -> None:
         assert expire_unstarted(session, failures.start_timeout()) >= 1
         assert complete_ok(session, kept, 1, output={"image": {}}, metrics={}, logs=[log_entry("done")])
     for rid in (ok, failed, queued, late):
-        row = _row(rid)
+        row = load_row(rid)
         assert (row.status, row.logs, row.input) == (Status.COMPLETED, None, STORED), rid
-    assert _row(ok).output == {"image": {}} and _row(failed).error_type == "internal_error"
-    assert [line["message"] for line in _row(kept).logs or []] == ["running", "done"]
+    assert load_row(ok).output == {"image": {}} and load_row(failed).error_type == "internal_error"
+    assert [line["message"] for line in load_row(kept).logs or []] == ["running", "done"]
 
     # The backstop's batch: the ended rows with their input still there, and the object's key.
     with session_scope() as session:
@@ -111,8 +103,8 @@ def test_every_ending_drops_the_logs_of_a_store_io_off_request() -> None:
         assert {ok, failed, queued, late} <= set(due) and kept not in due
         assert due[ok] == "inputs/x/y"
         assert forget_inputs(session, [ok, failed, queued, late, kept]) == 4
-    assert all(_row(rid).input is None for rid in (ok, failed, queued, late))
-    assert _row(kept).input == STORED
+    assert all(load_row(rid).input is None for rid in (ok, failed, queued, late))
+    assert load_row(kept).input == STORED
 
 
 # -- real processes -----------------------------------------------------------------------------

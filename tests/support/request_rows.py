@@ -16,8 +16,10 @@ import asyncpg
 
 from core.clock import utcnow
 from core.config import get_settings
+from core.db import session_scope
 from core.db_async import asyncpg_dsn, setup_connection
-from core.requests_table import insert
+from core.models import RequestRow
+from core.requests_table import get, insert
 
 
 def insert_requests(
@@ -64,3 +66,12 @@ async def _insert(
         return ids
     finally:
         await conn.close()
+
+
+def load_row(request_id: uuid.UUID) -> RequestRow:
+    """The request's row as it is now, detached from its session (asserted to exist)."""
+    with session_scope() as session:
+        row = get(session, request_id)
+        assert row is not None, request_id
+        session.expunge(row)
+        return row
