@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -29,7 +28,7 @@ from core.requests_table import (
     renew_lease,
     requeue_expired,
 )
-from tests.support.databases import empty_database, reconciler_paused
+from tests.support.databases import empty_database
 from tests.support.request_rows import insert_request, load_row
 
 pytestmark = pytest.mark.usefixtures("migrated")
@@ -162,15 +161,7 @@ def test_cancel_outcomes() -> None:
     )
 
 
-@pytest.fixture(name="reconciler_paused")
-def _reconciler_paused(migrated: dict[str, str]) -> Iterator[None]:
-    """The session's API servers (whose reconciler loops run every second) must not requeue or
-    publish the rows these tests age by hand."""
-    with reconciler_paused():
-        yield
-
-
-@pytest.mark.usefixtures("reconciler_paused")
+@pytest.mark.usefixtures("paused_reconciler")
 def test_expired_lease_is_reclaimed_and_fences_the_old_worker() -> None:
     request_id = _new()
     with session_scope() as session:
@@ -204,7 +195,7 @@ def test_expired_lease_is_reclaimed_and_fences_the_old_worker() -> None:
     assert [entry["message"] for entry in row.logs] == ["one", "two", "three"]
 
 
-@pytest.mark.usefixtures("reconciler_paused")
+@pytest.mark.usefixtures("paused_reconciler")
 def test_unpublished_rows_are_found_after_the_grace_period() -> None:
     request_id = _new()
     with session_scope() as session:

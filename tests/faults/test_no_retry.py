@@ -30,7 +30,6 @@ from core.requests_table import (
     requeue_expired,
 )
 from stack.servers import LocalStack
-from tests.support.databases import reconciler_paused
 from tests.support.harness import (
     QUEUE_BASE,
     Service,
@@ -73,13 +72,7 @@ def _assert_disconnected(request_id: uuid.UUID, worker: str) -> None:
     assert row.result_expires_at is not None and row.lease_expires_at is None
 
 
-@pytest.fixture(name="paused")
-def _paused(migrated: dict[str, str]) -> Iterator[None]:
-    with reconciler_paused():
-        yield
-
-
-@pytest.mark.usefixtures("paused")
+@pytest.mark.usefixtures("paused_reconciler")
 def test_a_redelivered_message_never_reruns_a_no_retry_request() -> None:
     """The redelivered message first: while the lease holds nothing happens; once it ran out, the
     message's claim is refused and the worker's give-up fails the request, never a rerun."""
@@ -105,7 +98,7 @@ def test_a_redelivered_message_never_reruns_a_no_retry_request() -> None:
     _assert_disconnected(no_retry, "gone:1")
 
 
-@pytest.mark.usefixtures("paused")
+@pytest.mark.usefixtures("paused_reconciler")
 def test_the_reconciler_fails_a_lost_no_retry_request_and_never_requeues_it() -> None:
     """The reconciler first: the row fails at lease expiry; a redelivered message then finds it
     ended. Requeueing refuses such a row whatever the order of the reconciler's steps."""
@@ -125,7 +118,7 @@ def test_the_reconciler_fails_a_lost_no_retry_request_and_never_requeues_it() ->
     _assert_disconnected(rid, "gone:1")
 
 
-@pytest.mark.usefixtures("paused")
+@pytest.mark.usefixtures("paused_reconciler")
 def test_a_dead_process_fails_its_own_no_retry_requests_only() -> None:
     """What the Celery parent of a dead process runs: every running no-retry row of that process
     fails at once; its other rows, and other processes' rows, are left to their leases."""
@@ -144,7 +137,7 @@ def test_a_dead_process_fails_its_own_no_retry_requests_only() -> None:
     assert load_row(plain).status == load_row(other).status == Status.IN_PROGRESS
 
 
-@pytest.mark.usefixtures("paused")
+@pytest.mark.usefixtures("paused_reconciler")
 def test_a_waiting_no_retry_request_that_already_ran_is_not_claimed_again() -> None:
     """A no-retry row back in the queue after a run (none is requeued now; rows from before
     would be) is refused by both claims, so it never gets a second run."""

@@ -34,7 +34,6 @@ from core.requests_table import (
 )
 from stack.servers import LocalStack
 from storage.layout import INPUT_REF_PREFIX, INPUTS
-from tests.support.databases import reconciler_paused
 from tests.support.harness import (
     QUEUE_BASE,
     Service,
@@ -64,14 +63,7 @@ def _running(store_io: bool) -> uuid.UUID:
     return rid
 
 
-@pytest.fixture(name="paused")
-def _paused(migrated: dict[str, str]) -> Iterator[None]:
-    # The session's reconcilers run the backstop: held off, the rows keep their inputs here.
-    with reconciler_paused():
-        yield
-
-
-@pytest.mark.usefixtures("paused")
+@pytest.mark.usefixtures("paused_reconciler")
 def test_every_ending_drops_the_logs_of_a_store_io_off_request() -> None:
     ok, failed = _running(False), _running(False)
     queued = insert_request(app_id="test/store-io", payload=STORED, store_io=False)

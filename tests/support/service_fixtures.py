@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stack.servers import LocalStack
+from tests.support.databases import reconciler_paused
 from tests.support.image_server import ImageServer, serve_images
 from tests.support.images import face_jpeg, huge_png, noise_png
 from tests.support.limits import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, UPLOAD_MAX_BYTES
@@ -93,6 +94,14 @@ def migrated(service_env: dict[str, str]) -> dict[str, str]:
 
     upgrade(service_env["DATABASE_URL"])
     return service_env
+
+
+@pytest.fixture
+def paused_reconciler(migrated: dict[str, str]) -> Iterator[None]:
+    """The session's API servers (whose reconciler loops run every second) do not requeue,
+    publish, fail or sweep the rows a test puts in an odd state by hand while it runs."""
+    with reconciler_paused():
+        yield
 
 
 @pytest.fixture(scope="session")
