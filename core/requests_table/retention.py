@@ -29,11 +29,13 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 
+# The object key of an input stored at submit, from its `image_url` reference (else NULL).
+_INPUT_KEY = """CASE WHEN starts_with(input ->> 'image_url', :input_ref_prefix)
+    THEN substr(input ->> 'image_url', length(:input_ref_prefix) + 1) END AS input_key"""
+
 _DUE_RESULTS = text(
-    """
-    SELECT id, attempts, output -> 'image' ->> 'file_name' AS file_name,
-           CASE WHEN starts_with(input ->> 'image_url', :input_ref_prefix)
-                THEN substr(input ->> 'image_url', length(:input_ref_prefix) + 1) END AS input_key
+    f"""
+    SELECT id, attempts, output -> 'image' ->> 'file_name' AS file_name, {_INPUT_KEY}
     FROM requests
     WHERE status = 'COMPLETED' AND expired_at IS NULL AND result_expires_at < :now
     ORDER BY result_expires_at
@@ -70,9 +72,8 @@ _DELETE_ROWS = text("DELETE FROM requests WHERE id = ANY(:ids) AND status = 'COM
 # requests_input_unforgotten holds only these, for the moments between a completion and the
 # input's deletion.
 _UNFORGOTTEN = text(
-    """
-    SELECT id, CASE WHEN starts_with(input ->> 'image_url', :input_ref_prefix)
-                    THEN substr(input ->> 'image_url', length(:input_ref_prefix) + 1) END AS input_key
+    f"""
+    SELECT id, {_INPUT_KEY}
     FROM requests
     WHERE status = 'COMPLETED' AND NOT store_io AND input IS NOT NULL
     LIMIT :limit
