@@ -49,7 +49,9 @@ def pt2_from_landmarks(pts: np.ndarray) -> np.ndarray:
 
 
 def _as_points(pts: np.ndarray) -> np.ndarray:
-    arr = np.asarray(pts, dtype=np.float64)
+    # float32 stays float32: the official crop computes the eye and mouth centres in it.
+    arr = np.asarray(pts)
+    arr = arr if arr.dtype == np.float32 else arr.astype(np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"landmarks must have shape (N, 2), got {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -66,40 +68,58 @@ def crop_transform(
     vy_ratio: float = -0.125,
     flag_do_rot: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Similarity transform of the official face crop; returns (M_o2c, M_c2o), both 3x3 float64.
+    """Similarity transform of the official face crop; returns (M_o2c, M_c2o), both 3x3 float64
+    holding the official float32 values (see `official_crop_matrices`).
 
     Unlike the official `crop_image`, `vx_ratio` is honoured; at vx_ratio == 0 the two agree.
     """
+    m_o2c, m_c2o = official_crop_matrices(
+        pts, dsize=dsize, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio, flag_do_rot=flag_do_rot
+    )
+    return m_o2c.astype(np.float64), m_c2o.astype(np.float64)
+
+
+def official_crop_matrices(
+    pts: np.ndarray,
+    *,
+    dsize: int,
+    scale: float,
+    vx_ratio: float = 0.0,
+    vy_ratio: float,
+    flag_do_rot: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M_o2c, M_c2o) as 3x3 float32, computed as the official code computes them: the face frame,
+    box and centre in float32, the matrix entries in float64 rounded to float32 (the official
+    code ran on numpy 1.x, whose scalar arithmetic widened to float64 there), and the inverse in
+    float32. Crops and the 203 points then agree with the official ones bit for bit."""
     if dsize <= 0:
         raise ValueError(f"dsize must be positive, got {dsize}")
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    pts = _as_points(pts)
+    pts = _as_points(pts).astype(np.float32)
     pt2 = pt2_from_landmarks(pts)
 
-    uy = pt2[1] - pt2[0]  # eye → mouth: "down" in the face's own frame
-    length = float(np.hypot(uy[0], uy[1]))
-    uy = np.array([0.0, 1.0]) if length <= _MIN_AXIS_LENGTH else uy / length
-    ux = np.array([uy[1], -uy[0]])  # the face's "right" (image +x for an upright face)
-    theta = float(np.arctan2(ux[1], ux[0]))
+    uy = pt2[1] - pt2[0]  # eye -> mouth: "down" in the face's own frame
+    length = np.linalg.norm(uy)
+    uy = np.array([0.0, 1.0], dtype=np.float32) if length <= _MIN_AXIS_LENGTH else uy / length
+    ux = np.array([uy[1], -uy[0]], dtype=np.float32)  # the face's "right"
+    angle = float(np.arccos(np.float64(ux[0])))
+    if ux[1] < 0:
+        angle = -angle
 
     # Box extents are measured in the face-aligned frame even when the crop is not rotated.
     centre0 = pts.mean(axis=0)
-    frame = np.stack([ux, uy])
-    local = (pts - centre0) @ frame.T
-    lo = local.min(axis=0)
-    hi = local.max(axis=0)
-    side = float(np.max(hi - lo)) * scale
+    local = (pts - centre0) @ np.stack([ux, uy]).T
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    mid = (lo + hi) / np.float32(2)
+    side = np.float32(np.max(hi - lo)) * np.float32(scale)
     if not side > 0:
         raise ValueError("landmarks have zero extent; cannot size the crop")
-    mid = (lo + hi) / 2.0
-    centre = centre0 + ux * mid[0] + uy * mid[1] + ux * (vx_ratio * side) + uy * (vy_ratio * side)
+    centre = centre0 + ux * mid[0] + uy * mid[1]
+    centre = centre + ux * np.float32(vx_ratio * side) + uy * np.float32(vy_ratio * side)
 
-    s = dsize / side
-    if flag_do_rot:
-        c, n = np.cos(theta), np.sin(theta)
-    else:
-        c, n = 1.0, 0.0
+    s = dsize / float(side)
+    c, n = (np.cos(angle), np.sin(angle)) if flag_do_rot else (1.0, 0.0)
     half = dsize / 2.0
     cx, cy = float(centre[0]), float(centre[1])
     m_o2c = np.array(
@@ -109,7 +129,7 @@ def crop_transform(
             [0.0, 0.0, 1.0],
         ],
         dtype=np.float64,
-    )
+    ).astype(np.float32)
     return m_o2c, np.linalg.inv(m_o2c)
 
 
