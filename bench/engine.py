@@ -33,9 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from core.edit_params import EXPRESSION_FIELDS, EditParams  # noqa: E402
 from tests.data import kit_vectors, photo  # noqa: E402
-from worker.liveportrait.engine import BatchItem, Engine, _Timer  # noqa: E402
+from worker.liveportrait.engine import BatchItem, Engine  # noqa: E402
 from worker.liveportrait.kit_weights import write_kit_weights  # noqa: E402
 from worker.liveportrait.portrait_cache import PortraitCache  # noqa: E402
+from worker.liveportrait.stage_timer import StageTimer  # noqa: E402
 
 CACHE = ROOT / ".cache"
 # The official implementation, float32, 2 threads, on this 2-core machine (kit README, median of 5).
@@ -124,7 +125,7 @@ def no_crop_errors(engine: Engine) -> list[int]:
 def outputs(engine: Engine, rgb: np.ndarray, params: EditParams) -> tuple[np.ndarray, np.ndarray, float]:
     """One edit through the engine's own pipeline: the decoded crop (float, before the uint8
     conversion), the final uint8 image (after paste-back) and the seconds the first took."""
-    timer = _Timer(None, None)
+    timer = StageTimer(None, None)
     start = time.perf_counter()
     prep = engine.prepare(rgb, params, timer)
     x_d = engine.driving_keypoints(prep, params)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,13 @@ from core.input_errors import FaceIndexError, NoFaceError
 from . import keypoints as kp
 from .arch import Arch, get_arch
 from .crop import crop_transform, limit_input, network_input, warp_crop, whole_image_input
-from .face import PASSES, get_detector, lip_open_ratio
+from .face import Face
+from .face_finder import FaceFinder, load_face_finder
 from .imageio import decode_image, encode_image
 from .pasteback import paste_back, resize_crop
 from .portrait_cache import PortraitCache, PreparedPortrait, portrait_key
+from .stage_timer import CheckFn, LogFn, StageTimer, Trace
 from .weights import Networks, load_networks
-
-LogFn = Callable[[str], None]
-CheckFn = Callable[[], None]
 
 
 @dataclass
@@ -50,26 +48,6 @@ class BatchItem:
     check: CheckFn | None = None
 
 
-class _Timer:
-    def __init__(self, log: LogFn | None, check: CheckFn | None) -> None:
-        self.timings: dict[str, float] = {}
-        self.log = log
-        self.check = check
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        if self.check is not None:
-            self.check()
-        start = time.perf_counter()
-        yield
-        self.record(name, time.perf_counter() - start)
-
-    def record(self, name: str, elapsed: float) -> None:
-        self.timings[name] = self.timings.get(name, 0.0) + elapsed
-        if self.log is not None:
-            self.log(f"{name}: {elapsed * 1000:.0f} ms")
-
-
 def pick_device(device: str | None) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,9 +59,16 @@ def pick_device(device: str | None) -> torch.device:
 
 class Engine:
     def __init__(
-        self, nets: Networks, arch: Arch, device: torch.device, half: bool, cache_size: int = 0
+        self,
+        nets: Networks,
+        arch: Arch,
+        device: torch.device,
+        half: bool,
+        faces: FaceFinder,
+        cache_size: int = 0,
     ) -> None:
         self.nets = nets
+        self.faces = faces
         self.arch = arch
         self.device = device
         # float16 autocast only makes sense (and is only offered by the official code) on CUDA
@@ -115,7 +100,8 @@ class Engine:
             # (and again for each new batch size), so workers should warm up before serving.
             nets.warping = torch.compile(nets.warping, dynamic=False)  # type: ignore[assignment]
             nets.decoder = torch.compile(nets.decoder, dynamic=False)  # type: ignore[assignment]
-        return cls(nets, arch_obj, dev, half, cache_size)
+        faces = load_face_finder(weights_dir, dev, threads)
+        return cls(nets, arch_obj, dev, half, faces, cache_size)
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.half:
@@ -123,36 +109,15 @@ class Engine:
         return contextlib.nullcontext()
 
     # -- per portrait -------------------------------------------------------------------------
-    def prepare(self, image: np.ndarray, params: EditParams, timer: _Timer) -> PreparedPortrait:
+    def prepare(self, image: np.ndarray, params: EditParams, timer: StageTimer) -> PreparedPortrait:
+        trace = timer.trace
         # Detection, the crop and the network input all work on the image after the official
         # loader's 1,280 px limit; paste-back goes onto the full-resolution original (`limited_to`).
         with timer.stage("limit"):
             limited, limited_to = limit_input(image)
-        must_find = params.flag_do_crop or params.enable_safety_checker
-        face = None
-        found = 0
-        if must_find or params.flag_lip_zero:
-            # Lip zero alone only refines an uncropped edit, so it does not pay for the fallbacks
-            # (up to seconds on an image without a face): the upright pass only.
-            passes = PASSES if must_find else PASSES[:1]
-            with timer.stage("detect"):
-                faces = get_detector().detect(limited, passes)
-            found = len(faces)
-            if faces:
-                if params.face_index >= len(faces):
-                    raise FaceIndexError(
-                        f"face_index {params.face_index} is past the faces found: {len(faces)} "
-                        f"face(s), so face_index must be below {len(faces)}"
-                    )
-                face = faces[params.face_index]  # largest first
-                if timer.log is not None:
-                    which = "the largest" if params.face_index == 0 else f"number {params.face_index} by size"
-                    timer.log(f"found {len(faces)} face(s) ({face.found_by}); editing {which}")
-            elif params.enable_safety_checker:
-                raise NoFaceError("no face detected in the image (safety checker); send a portrait")
-            elif params.flag_do_crop:
-                raise NoFaceError("no face found to crop; send a portrait or set flag_do_crop to false")
-
+        if trace is not None:
+            trace["limited"] = limited
+        face, found = self._find_face(limited, params, timer, trace)
         with timer.stage("crop"):
             if params.flag_do_crop and face is not None:
                 m_o2c, m_c2o = crop_transform(
@@ -165,6 +130,8 @@ class Engine:
                 )
                 crop = warp_crop(limited, m_o2c, params.dsize)
                 source_np = network_input(crop)
+                if trace is not None:
+                    trace.update(crop_M_o2c=m_o2c, crop_M_c2o=m_c2o, crop_img512=crop)
                 m_c2o_full: np.ndarray | None = limited_to @ m_c2o
             else:
                 source_np = whole_image_input(limited)
@@ -182,33 +149,76 @@ class Engine:
                 raw = {k: v.float() for k, v in self.nets.motion(source).items()}
         motion = kp.source_motion(raw)
         x_s = kp.source_keypoints(motion)
-        lip_ratio = lip_open_ratio(face.landmarks) if face is not None else None
+        lip_ratio = None
+        if face is not None and params.flag_lip_zero:
+            with timer.stage("lip_ratio"):
+                lip_ratio = self.faces.lip_ratio(limited, face, trace)
+        if trace is not None:
+            trace["e2e_x_s"] = x_s.cpu().numpy()
         return PreparedPortrait(
             image, m_c2o_full, params.dsize, feature, motion, x_s, lip_ratio, source_np, found
         )
 
+    def _find_face(
+        self, limited: np.ndarray, params: EditParams, timer: StageTimer, trace: Trace
+    ) -> tuple[Face | None, int]:
+        """The face to edit (None when the edit needs none) and how many were found; raises when
+        one is needed and missing."""
+        must_find = params.flag_do_crop or params.enable_safety_checker
+        if not (must_find or params.flag_lip_zero):
+            return None, 0
+        # Lip zero alone only refines an uncropped edit, so it does not pay for the fallbacks
+        # (up to seconds on an image without a face with dlib): the upright pass only.
+        with timer.stage("detect"):
+            found = self.faces.find(limited, face_index=params.face_index, thorough=must_find, trace=trace)
+        if found.count and found.face is None:
+            raise FaceIndexError(
+                f"face_index {params.face_index} is past the faces found: {found.count} "
+                f"face(s), so face_index must be below {found.count}"
+            )
+        if found.face is not None:
+            if timer.log is not None:
+                which = "the largest" if params.face_index == 0 else f"number {params.face_index} by size"
+                timer.log(f"found {found.count} face(s) ({found.face.found_by}); editing {which}")
+        elif params.enable_safety_checker:
+            raise NoFaceError("no face detected in the image (safety checker); send a portrait")
+        elif params.flag_do_crop:
+            raise NoFaceError("no face found to crop; send a portrait or set flag_do_crop to false")
+        return found.face, found.count
+
     # -- per edit -----------------------------------------------------------------------------
-    def driving_keypoints(self, prep: PreparedPortrait, params: EditParams) -> torch.Tensor:
+    def driving_keypoints(
+        self, prep: PreparedPortrait, params: EditParams, trace: Trace = None
+    ) -> torch.Tensor:
         delta_exp, delta_rot = kp.expression_deltas(params.model_dump(), self.arch.num_kp)
         with torch.inference_mode():
             x_d = kp.driving_keypoints(prep.motion, delta_exp.to(self.device), delta_rot)
+            if trace is not None:
+                trace["e2e_x_d"] = x_d.cpu().numpy()
             x_d = kp.stitch(self.nets.stitching, prep.x_s, x_d)
-            if (
+            if trace is not None:
+                trace["e2e_x_d_stitched"] = x_d.cpu().numpy()
+            # Compared in float32, as the official code compares the ratio it computed in float32.
+            lip_zero = (
                 params.flag_lip_zero
                 and prep.lip_ratio is not None
-                and prep.lip_ratio >= kp.LIP_ZERO_THRESHOLD
-            ):
+                and np.float32(prep.lip_ratio) >= np.float32(kp.LIP_ZERO_THRESHOLD)
+            )
+            if lip_zero:
+                assert prep.lip_ratio is not None
                 x_d = x_d + kp.lip_delta(self.nets.lip, prep.x_s, prep.lip_ratio, 0.0)
+            if trace is not None:
+                trace.update(e2e_lip_zero_applied=np.bool_(lip_zero), e2e_x_d_final=x_d.cpu().numpy())
         return x_d
 
-    def render(self, prep: PreparedPortrait, params: EditParams, timer: _Timer) -> np.ndarray:
+    def render(self, prep: PreparedPortrait, params: EditParams, timer: StageTimer) -> np.ndarray:
         outcome = self.render_batch([prep], [params], [timer])[0]
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
     @staticmethod
-    def _still_wanted(timers: list[_Timer], indices: list[int], outcomes: list[Any]) -> list[int]:
+    def _still_wanted(timers: list[StageTimer], indices: list[int], outcomes: list[Any]) -> list[int]:
         """The indices whose `check` passes; a raising check (cancellation) ends only its item."""
         kept = []
         for i in indices:
@@ -230,7 +240,7 @@ class Engine:
         return resize_crop(crop, prep.crop_size)
 
     def render_batch(
-        self, preps: list[PreparedPortrait], params: list[EditParams], timers: list[_Timer]
+        self, preps: list[PreparedPortrait], params: list[EditParams], timers: list[StageTimer]
     ) -> list[np.ndarray | Exception]:
         """Warp and decode several edits in one pass of W and G (the expensive part on a GPU,
         where a batch costs little more than one edit), then paste each back on its own. An item
@@ -241,7 +251,7 @@ class Engine:
         x_d_parts: list[torch.Tensor] = []
         for i in list(live):
             try:
-                x_d_parts.append(self.driving_keypoints(preps[i], params[i]))
+                x_d_parts.append(self.driving_keypoints(preps[i], params[i], timers[i].trace))
             except Exception as exc:  # the item's own failure
                 outcomes[i] = exc
                 live.remove(i)
@@ -270,14 +280,19 @@ class Engine:
             timers[i].record("decoder", (end - mid) / len(kept))
             try:
                 # A cancellation that arrived during the shared pass ends only its own item here.
+                if timers[i].trace is not None:
+                    timers[i].trace["e2e_image512"] = crops[j]
                 with timers[i].stage("pasteback"):
                     outcomes[i] = self._finish_crop(crops[j], preps[i], params[i])
             except Exception as exc:
                 outcomes[i] = exc
         return outcomes
 
-    def _prepared(self, image: bytes, params: EditParams, timer: _Timer, max_pixels: int) -> PreparedPortrait:
-        key = portrait_key(image, params) if self.cache.size > 0 else None
+    def _prepared(
+        self, image: bytes, params: EditParams, timer: StageTimer, max_pixels: int
+    ) -> PreparedPortrait:
+        # A traced edit runs every stage, so it neither reads nor fills the cache.
+        key = portrait_key(image, params) if self.cache.size > 0 and timer.trace is None else None
         prep = self.cache.get(key) if key is not None else None
         if prep is not None:
             if timer.log is not None:
@@ -290,7 +305,7 @@ class Engine:
             self.cache.put(key, prep)
         return prep
 
-    def _finish(self, result: np.ndarray, params: EditParams, timer: _Timer, own_s: float) -> EditResult:
+    def _finish(self, result: np.ndarray, params: EditParams, timer: StageTimer, own_s: float) -> EditResult:
         """Encode; `own_s` is the time spent on this item so far (its `total` goes on from there)."""
         start = time.perf_counter()
         with timer.stage("encode"):
@@ -307,11 +322,17 @@ class Engine:
         log: LogFn | None = None,
         check: CheckFn | None = None,
         max_pixels: int = 40_000_000,
+        trace: Trace = None,
     ) -> EditResult:
-        timer = _Timer(log, check)
+        """One edit. `trace`, when given, is filled with every stage's arrays under the face
+        kit's names (detector input and outputs, faces, landmarks, crops, keypoints, the decoded
+        512 image and the final one)."""
+        timer = StageTimer(log, check, trace)
         start = time.perf_counter()
         prep = self._prepared(image, params, timer, max_pixels)
         result = self.render(prep, params, timer)
+        if trace is not None:
+            trace["pasteback"] = result
         return self._finish(result, params, timer, time.perf_counter() - start)
 
     def edit_batch(
@@ -324,9 +345,9 @@ class Engine:
         An item's `total` is its own preparation, its share of the shared pass, and its own
         paste-back and encoding; never the other items' preparation."""
         outcomes: list[EditResult | Exception] = [RuntimeError("not run")] * len(items)
-        ready: list[tuple[int, PreparedPortrait, _Timer, float]] = []
+        ready: list[tuple[int, PreparedPortrait, StageTimer, float]] = []
         for i, item in enumerate(items):
-            timer = _Timer(item.log, item.check)
+            timer = StageTimer(item.log, item.check)
             start = time.perf_counter()
             try:
                 prep = self._prepared(item.image, item.params, timer, max_pixels)

@@ -77,11 +77,13 @@ PASSES: tuple[DetectPass, ...] = (
 
 @dataclass(frozen=True, eq=False)
 class Face:
-    """One detected face. `box` is (x0, y0, x1, y1), half-open, in original-image pixels (for a face
-    found turned, the axis-aligned box around the turned detection)."""
+    """One detected face. `box` is (x0, y0, x1, y1), in original-image pixels (for a face found
+    turned, the axis-aligned box around the turned detection)."""
 
     box: tuple[float, float, float, float]
-    landmarks: np.ndarray  # (68, 2) float64, iBUG order, original-image coordinates
+    # Original-image coordinates: (68, 2) float64 in iBUG order from dlib, (106, 2) float32 in
+    # InsightFace's order from the official pipeline.
+    landmarks: np.ndarray
     # Detector margin (HOG) or confidence (CNN); > 0 means detected, weak false positives near 0.
     score: float = 0.0
     # The pass that found it (PASSES[i].name), for the logs.
@@ -93,6 +95,15 @@ class Face:
     def area(self) -> float:
         x0, y0, x1, y1 = self.box
         return max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+
+
+@dataclass(frozen=True)
+class FoundFaces:
+    """What a search found: how many faces, and the one asked for with its landmarks (None when
+    there are fewer faces than its index)."""
+
+    count: int
+    face: Face | None
 
 
 def _models_dir() -> Path:
@@ -270,3 +281,21 @@ def lip_open_ratio(landmarks68: np.ndarray) -> float:
     opening = float(np.linalg.norm(pts[62] - pts[66]))
     width = float(np.linalg.norm(pts[48] - pts[54]))
     return opening / (width + 1e-6)
+
+
+class DlibFaceFinder:
+    """The fallback behind the engine's face-finder interface (see face_finder.py): the cascade
+    above, faces ordered by size, and the 68-point lip ratio."""
+
+    name = "dlib"
+
+    def find(
+        self, rgb: np.ndarray, *, face_index: int = 0, thorough: bool = True, trace: object = None
+    ) -> FoundFaces:
+        # Loading the predictor takes about a second: on first use, as before.
+        faces = get_detector().detect(rgb, PASSES if thorough else PASSES[:1])
+        face = faces[face_index] if face_index < len(faces) else None
+        return FoundFaces(len(faces), face)
+
+    def lip_ratio(self, rgb: np.ndarray, face: Face, trace: object = None) -> float:
+        return lip_open_ratio(face.landmarks)

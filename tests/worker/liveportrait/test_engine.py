@@ -107,9 +107,9 @@ def test_bad_bytes_are_an_input_error(engine: Engine) -> None:
 
 
 def test_lip_zero_adds_the_lip_delta_only_for_open_lips(engine: Engine, astronaut: np.ndarray) -> None:
-    from worker.liveportrait.engine import _Timer
+    from worker.liveportrait.stage_timer import StageTimer
 
-    prep = engine.prepare(astronaut, EditParams(), _Timer(None, None))
+    prep = engine.prepare(astronaut, EditParams(), StageTimer(None, None))
     on, off = EditParams(flag_lip_zero=True), EditParams(flag_lip_zero=False)
     prep.lip_ratio = 0.2  # open: the lip MLP closes it
 
@@ -123,9 +123,9 @@ def test_lip_zero_adds_the_lip_delta_only_for_open_lips(engine: Engine, astronau
 
 def test_every_control_changes_the_driving_keypoints(engine: Engine, astronaut: np.ndarray) -> None:
     from core.edit_params import EXPRESSION_FIELDS
-    from worker.liveportrait.engine import _Timer
+    from worker.liveportrait.stage_timer import StageTimer
 
-    prep = engine.prepare(astronaut, EditParams(), _Timer(None, None))
+    prep = engine.prepare(astronaut, EditParams(), StageTimer(None, None))
     base = engine.driving_keypoints(prep, EditParams()).numpy()
     for name in EXPRESSION_FIELDS:
         moved = engine.driving_keypoints(prep, EditParams(**{name: 5.0 if name != "smile" else 1.0})).numpy()
@@ -264,11 +264,11 @@ def test_photos_without_a_person_are_refused(engine: Engine, name: str) -> None:
 
 def test_a_large_photo_is_cropped_from_the_limited_image(engine: Engine, astronaut: np.ndarray) -> None:
     from worker.liveportrait.crop import crop_transform, network_input, warp_crop
-    from worker.liveportrait.engine import _Timer
     from worker.liveportrait.face import get_detector
+    from worker.liveportrait.stage_timer import StageTimer
 
     big = cv2.resize(astronaut, (2000, 2000), interpolation=cv2.INTER_CUBIC)
-    prep = engine.prepare(big, EditParams(), _Timer(None, None))
+    prep = engine.prepare(big, EditParams(), StageTimer(None, None))
     # The official loader's limit first (bilinear to 1280), then detection and the crop on that.
     limited = cv2.resize(big, (1280, 1280))
     m_o2c, _ = crop_transform(get_detector().detect(limited)[0].landmarks)
