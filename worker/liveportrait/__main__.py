@@ -53,6 +53,19 @@ def describe_validation(exc: ValidationError) -> str:
     return "invalid --params: " + "; ".join(parts)
 
 
+def write_trace(path: Path, trace: dict[str, object]) -> None:
+    import numpy as np
+
+    arrays = {}
+    for key, value in trace.items():
+        if isinstance(value, list):  # the detector's raw outputs
+            arrays.update({f"{key}_{i}": np.asarray(v) for i, v in enumerate(value)})
+        else:
+            arrays[key] = np.asarray(value)
+    with path.open("wb") as fh:
+        np.savez(fh, **arrays)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.liveportrait", description=__doc__.split("\n")[0])
     parser.add_argument("input", type=Path, help="portrait to edit (JPEG, PNG or WebP)")
@@ -71,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument(
         "--arch", default=os.environ.get("ENGINE_ARCH", "full"), help="full (official) or tiny"
+    )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        help="also write every stage's arrays (face detection, landmarks, crops, keypoints, images) "
+        "to this .npz, under the face conformance kit's names",
     )
     args = parser.parse_args(argv)
 
@@ -91,9 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine.load(
             args.weights, device=args.device, half=args.half, threads=args.threads, arch=args.arch
         )
-        result = engine.edit(data, params)
+        trace: dict[str, object] | None = {} if args.trace else None
+        result = engine.edit(data, params, trace=trace)
     except (InputRejected, WeightsError, ValueError) as exc:
         return fail(str(exc))
+    if trace is not None:
+        try:
+            write_trace(args.trace, trace)
+        except OSError as exc:
+            return fail(f"cannot write {args.trace}: {exc.strerror or exc}")
     try:
         args.output.write_bytes(result.data)
     except OSError as exc:

@@ -131,7 +131,9 @@ class Engine:
                 crop = warp_crop(limited, m_o2c, params.dsize)
                 source_np = network_input(crop)
                 if trace is not None:
-                    trace.update(crop_M_o2c=m_o2c, crop_M_c2o=m_c2o, crop_img512=crop)
+                    # The network input is exactly the 256 crop over 255.
+                    crop256 = np.rint(source_np[0].transpose(1, 2, 0) * 255).astype(np.uint8)
+                    trace.update(crop_M_o2c=m_o2c, crop_M_c2o=m_c2o, crop_img512=crop, crop_img256=crop256)
                 m_c2o_full: np.ndarray | None = limited_to @ m_c2o
             else:
                 source_np = whole_image_input(limited)
