@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.liveportrait.errors import WeightsError
+from worker.liveportrait.face_files import FACE_FILES
 from worker.liveportrait.weights import ALL_FILES
 
 
@@ -26,10 +27,12 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def sync_from_s3(uri: str, dest: Path, client: Any) -> list[str]:
-    """Download the checkpoint files that `dest` lacks (or holds at another size); returns them."""
+    """Download the checkpoint files that `dest` lacks (or holds at another size); returns them.
+    The face pipeline's ONNX files are fetched when the bucket has them: a bucket filled before
+    they existed still serves the worker (on the dlib fallback)."""
     bucket, prefix = parse_s3_uri(uri)
     fetched = []
-    for rel in ALL_FILES:
+    for rel in (*ALL_FILES, *FACE_FILES):
         key = f"{prefix}/{rel}" if prefix else rel
         target = dest / rel
         try:
@@ -43,6 +46,8 @@ def sync_from_s3(uri: str, dest: Path, client: Any) -> list[str]:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in {"404", "NoSuchKey", "NotFound"}:
+                if rel in FACE_FILES:
+                    continue
                 raise WeightsError(
                     f"model weights not installed: s3://{bucket}/{key} does not exist"
                 ) from exc

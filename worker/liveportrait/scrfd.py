@@ -98,7 +98,7 @@ def decode_outputs(
     return np.concatenate(scores_all), np.concatenate(boxes_all), np.concatenate(kps_all)
 
 
-def nms(dets: np.ndarray, threshold: float = NMS_THRESHOLD) -> np.ndarray:
+def nms(dets: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression on (N, 5) [x1, y1, x2, y2, score] rows: indices kept, best
     first. Sides count one pixel more than their difference and a box goes when its overlap with
     a kept one is above `threshold` (InsightFace's rule)."""
@@ -122,11 +122,14 @@ def detect(
     rgb: np.ndarray,
     net: DetectorNet,
     *,
-    threshold: float = DET_THRESHOLD,
-    nms_threshold: float = NMS_THRESHOLD,
+    threshold: float | None = None,
+    nms_threshold: float | None = None,
     trace: Trace = None,
 ) -> Detections:
-    """Every face SCRFD finds in an HxWx3 uint8 RGB image, in NMS order (best score first)."""
+    """Every face SCRFD finds in an HxWx3 uint8 RGB image, in NMS order (best score first).
+    The thresholds default to the module's (read at each call)."""
+    threshold = DET_THRESHOLD if threshold is None else threshold
+    nms_threshold = NMS_THRESHOLD if nms_threshold is None else nms_threshold
     canvas, det_scale = letterbox(rgb)
     blob = blob_of(canvas)
     outputs = net(blob)
