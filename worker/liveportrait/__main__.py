@@ -68,7 +68,7 @@ def write_trace(path: Path, trace: dict[str, object]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.liveportrait", description=__doc__.split("\n")[0])
-    parser.add_argument("input", type=Path, help="portrait to edit (JPEG, PNG or WebP)")
+    parser.add_argument("input", type=Path, help="portrait to edit (JPEG, PNG, WebP or HEIC)")
     parser.add_argument("output", type=Path, help="where to write the edited image")
     parser.add_argument(
         "--weights",

@@ -1,12 +1,14 @@
 """Decoding untrusted upload bytes into RGB arrays, and encoding results.
 
-Only JPEG, PNG and WebP are accepted. Every failure caused by the bytes themselves surfaces as
-`InvalidImageError` with a one-line message; programming errors (wrong array shapes) are ValueError.
+Only JPEG, PNG, WebP and HEIC/HEIF are accepted. Every failure caused by the bytes themselves
+surfaces as `InvalidImageError` with a one-line message; programming errors (wrong array shapes)
+are ValueError.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from typing import Literal
 
@@ -26,14 +28,28 @@ from core.input_errors import InvalidImageError
 MIN_SIDE = 16
 DEFAULT_MAX_PIXELS = 40_000_000
 
-# The only openers Pillow may run on upload bytes.
+# The only openers Pillow may run on upload bytes. HEIF (pillow-heif, on libheif) joins them only
+# for bytes whose ftyp box says HEIF, so that a process that never sees one never loads libheif.
 _OPENERS = ("JPEG", "PNG", "WEBP")
+_HEIF_OPENER = "HEIF"
 # Pillow's JPEG opener turns multi-picture JPEGs (common from phone cameras) into "MPO"; they are
 # JPEG files as far as the user is concerned.
-_ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "HEIC", "HEIF")
 # Image.open(formats=...) only knows plugins that are already registered, and Pillow registers
 # WebP and MPO lazily; importing the plugins registers them.
 _PLUGINS = (JpegImagePlugin, MpoImagePlugin, PngImagePlugin, WebPImagePlugin)
+ACCEPTED_NAMES = "JPEG, PNG, WebP or HEIC"
+
+# The ftyp brands pillow-heif's opener takes (HEVC-coded HEIF: stills, sequences, and the generic
+# mif1/msf1). AVIF files may carry a generic major brand too; their compatible brands tell.
+_HEVC_BRANDS = frozenset((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"))
+_GENERIC_BRANDS = frozenset((b"mif1", b"msf1"))
+_HEIF_BRANDS = _HEVC_BRANDS | _GENERIC_BRANDS
+_AVIF_BRANDS = frozenset((b"avif", b"avis"))
+_AVIF_MIMETYPES = ("image/avif", "image/avif-sequence")
+
+_heif_lock = threading.Lock()
+_heif_registered = False
 
 # Enough magic numbers to name what the user sent when it is not one of the accepted formats,
 # without letting every Pillow plugin parse the bytes.
@@ -53,25 +69,77 @@ _MAGIC_NAMES: tuple[tuple[bytes, str], ...] = (
 )
 
 
+def _register_heif() -> None:
+    """pillow-heif's Pillow opener, registered once per process, on first need (importing it and
+    libheif costs ~15 ms and memory that JPEG-only processes need not pay)."""
+    global _heif_registered
+    with _heif_lock:
+        if _heif_registered:
+            return
+        from pillow_heif import register_heif_opener
+
+        # Thumbnails, depth maps and auxiliary images are never used: leave them unparsed, and
+        # keep Pillow's draft() from swapping in a thumbnail.
+        register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+        _heif_registered = True
+
+
+def _ftyp_brands(data: bytes) -> tuple[bytes, frozenset[bytes]] | None:
+    """The major and compatible brands of an ISO-BMFF file's leading ftyp box; None if it has none."""
+    if len(data) < 16 or data[4:8] != b"ftyp":
+        return None
+    end = min(int.from_bytes(data[:4], "big"), len(data), 16 + 4 * 64)  # bounded: a header, not a scan
+    return data[8:12], frozenset(data[i : i + 4] for i in range(16, end - 3, 4))
+
+
+def _is_avif(brands: tuple[bytes, frozenset[bytes]]) -> bool:
+    major, compatible = brands
+    if major in _AVIF_BRANDS:
+        return True
+    return major in _GENERIC_BRANDS and bool(compatible & _AVIF_BRANDS) and not compatible & _HEVC_BRANDS
+
+
+def _looks_heif(data: bytes) -> bool:
+    brands = _ftyp_brands(data)
+    return brands is not None and brands[0] in _HEIF_BRANDS and not _is_avif(brands)
+
+
+def openers_for(data: bytes) -> tuple[str, ...]:
+    """The Pillow openers that may run on these bytes (registering pillow-heif's when needed).
+    AVIF stays with the refused formats: libheif would parse it, and this build cannot decode it."""
+    if not _looks_heif(data):
+        return _OPENERS
+    _register_heif()
+    return (*_OPENERS, _HEIF_OPENER)
+
+
+def format_name(img: Image.Image) -> str:
+    """The format as users know it: Pillow calls every HEIF file "HEIF", whatever its codec."""
+    if img.format != _HEIF_OPENER:
+        return img.format or "unknown"
+    mimetype = getattr(img, "custom_mimetype", None) or ""
+    if mimetype in _AVIF_MIMETYPES:
+        return "AVIF"
+    return "HEIC" if mimetype.startswith("image/heic") else "HEIF"
+
+
 def _looks_accepted(data: bytes) -> bool:
     return (
         data.startswith(b"\xff\xd8\xff")
         or data.startswith(b"\x89PNG\r\n\x1a\n")
         or (data.startswith(b"RIFF") and data[8:12] == b"WEBP")
+        or _looks_heif(data)
     )
 
 
-def _sniff_unsupported(data: bytes) -> str | None:
+def sniff_unsupported(data: bytes) -> str | None:
+    """The name of a refused format these bytes start like, if one is known."""
     for magic, name in _MAGIC_NAMES:
         if data.startswith(magic):
             return name
-    # ISO-BMFF containers: the brand after 'ftyp' tells HEIC from AVIF.
-    if len(data) >= 12 and data[4:8] == b"ftyp":
-        brand = data[8:12]
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"):
-            return "HEIC"
+    brands = _ftyp_brands(data)
+    if brands is not None and _is_avif(brands):
+        return "AVIF"
     if data.lstrip()[:5].lower() in (b"<?xml", b"<svg "):
         return "SVG"
     return None
@@ -94,7 +162,7 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG/PNG/WebP bytes to an HxWx3 uint8 RGB array (C-contiguous), EXIF-upright."""
+    """Decode JPEG/PNG/WebP/HEIC bytes to an HxWx3 uint8 RGB array (C-contiguous), upright."""
     if not data:
         raise InvalidImageError("image data is empty")
     try:
@@ -102,25 +170,26 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         # through when a caller raises max_pixels beyond Pillow's limit.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=_OPENERS)
+            img = Image.open(io.BytesIO(data), formats=openers_for(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError(f"image is too large to decode safely ({exc})") from exc
     except UnidentifiedImageError as exc:
         if _looks_accepted(data):
             # Right signature but Pillow could not read the header: cut short or damaged.
             raise InvalidImageError("image data is truncated or corrupt") from exc
-        name = _sniff_unsupported(data)
+        name = sniff_unsupported(data)
         if name is not None:
-            raise InvalidImageError(f"unsupported image format '{name}'; use JPEG, PNG or WebP") from exc
-        raise InvalidImageError("image data is not a JPEG, PNG or WebP image") from exc
+            raise InvalidImageError(f"unsupported image format '{name}'; use {ACCEPTED_NAMES}") from exc
+        raise InvalidImageError(f"image data is not a {ACCEPTED_NAMES} image") from exc
     except MemoryError:
         raise
     except Exception as exc:
         raise InvalidImageError("image data is truncated or corrupt") from exc
 
     with img:
-        if img.format not in _ACCEPTED_FORMATS:
-            raise InvalidImageError(f"unsupported image format '{img.format}'; use JPEG, PNG or WebP")
+        name = format_name(img)
+        if name not in ACCEPTED_FORMATS:
+            raise InvalidImageError(f"unsupported image format '{name}'; use {ACCEPTED_NAMES}")
         width, height = img.size
         # Checked on the header's size, before any pixel data is decompressed.
         if width * height > max_pixels:
@@ -132,10 +201,19 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                 f"image is {width}x{height}; it must be at least {MIN_SIDE}x{MIN_SIDE} pixels"
             )
         try:
-            # Animated WebP/APNG and MPO open on frame 0; make that explicit, load only it.
-            img.seek(0)
+            # Animated WebP/APNG and MPO open on frame 0; make that explicit, load only it. A HEIF
+            # file opens on its primary image, which need not be its first: that is the one.
+            if img.format != _HEIF_OPENER:
+                img.seek(0)
             img.load()
+            if img.size != (width, height):
+                # libheif takes the size from the codec stream at decode time; one that disagrees
+                # with the header that passed the pixel limit is refused, not used.
+                raise InvalidImageError("image data is truncated or corrupt")
             try:
+                # HEIF: libheif has already applied the file's rotation and mirroring (irot/imir,
+                # which phones write to match the EXIF orientation), and pillow-heif resets the
+                # EXIF tag to 1, so this cannot turn the picture twice.
                 upright = ImageOps.exif_transpose(img)
             except MemoryError:
                 raise

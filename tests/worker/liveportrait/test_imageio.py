@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +15,7 @@ import pytest
 from PIL import Image
 
 from core.input_errors import InvalidImageError
+from tests.support.images import heic
 from worker.liveportrait.imageio import decode_image, encode_image
 
 RED = (255, 0, 0)
@@ -210,12 +214,12 @@ def test_truncated(fmt: str) -> None:
 
 
 def test_random_bytes() -> None:
-    _refused(np.random.default_rng(0).bytes(4096), "not a JPEG, PNG or WebP")
+    _refused(np.random.default_rng(0).bytes(4096), "not a JPEG, PNG, WebP or HEIC")
 
 
 def test_gif_is_refused_by_name() -> None:
     message = _refused(_save(Image.new("RGB", (64, 64), RED), "GIF"), "unsupported image format 'GIF'")
-    assert "JPEG, PNG or WebP" in message
+    assert "JPEG, PNG, WebP or HEIC" in message
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("BMP", "BMP"), ("TIFF", "TIFF")])
@@ -251,3 +255,141 @@ def test_tiny_images(size: tuple[int, int]) -> None:
 def test_16x16_is_accepted() -> None:
     out = decode_image(_save(Image.new("RGB", (16, 16), RED), "PNG"))
     _assert_rgb(out, 16, 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# HEIC (lossy HEVC: compared within a tolerance)
+
+
+def _smooth(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 255 // w, y * 255 // h, np.full_like(x, 60)], axis=2).astype(np.uint8)
+    rgb[: h // 4, : w // 4] = RED  # a block whose place shows any turn or flip
+    return rgb
+
+
+def test_heic_decodes_close_to_its_source() -> None:
+    rgb = _smooth(96, 128)
+    out = decode_image(heic(rgb))
+    _assert_rgb(out, 96, 128)
+    assert np.abs(out.astype(int) - rgb).mean() < 3.0
+    assert out[5, 5, 0] > 200 and out[5, 5, 2] < 50  # RGB, not BGR
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_heic_orientation_is_applied(orientation: int) -> None:
+    import pillow_heif
+
+    stored = _smooth(48, 80)
+    data = heic(stored, orientation=orientation)
+    exif = Image.Exif()
+    exif.load(pillow_heif.open_heif(io.BytesIO(data)).info["exif"])
+    assert exif[0x0112] == orientation  # the file says it, as a phone's does
+    # The reference: the same pixels and tag as a PNG, through the JPEG/PNG path tested above.
+    tags = Image.Exif()
+    tags[0x0112] = orientation
+    expected = decode_image(_save(Image.fromarray(stored), "PNG", exif=tags))
+    out = decode_image(data)
+    assert out.shape == expected.shape == ((48, 80, 3) if orientation == 3 else (80, 48, 3))
+    assert np.abs(out.astype(int) - expected).mean() < 3.0  # turned once, never twice
+
+
+@pytest.mark.parametrize("twelve_bit", [False, True])
+def test_high_bit_depth_heic_becomes_8_bit(twelve_bit: bool) -> None:
+    import pillow_heif
+
+    wide = (_smooth(32, 48).astype(np.uint16) * 257).astype(np.uint16)
+    buffer = io.BytesIO()
+    pillow_heif.options.SAVE_HDR_TO_12_BIT = twelve_bit
+    try:
+        pillow_heif.from_bytes("RGB;16", (48, 32), wide.tobytes()).save(buffer, quality=-1, chroma=444)
+    finally:
+        pillow_heif.options.SAVE_HDR_TO_12_BIT = False
+    depth = pillow_heif.open_heif(io.BytesIO(buffer.getvalue()), convert_hdr_to_8bit=False).info["bit_depth"]
+    assert depth == (12 if twelve_bit else 10)
+    out = decode_image(buffer.getvalue())
+    _assert_rgb(out, 32, 48)
+    assert np.abs(out.astype(int) - (wide >> 8)).max() <= 3
+
+
+def test_heif_with_several_images_gives_the_primary() -> None:
+    import pillow_heif
+
+    buffer = io.BytesIO()
+    first, primary = Image.new("RGB", (32, 32), RED), Image.new("RGB", (48, 40), BLUE)
+    both = pillow_heif.from_pillow(first)
+    both.add_from_pillow(primary)
+    both.save(buffer, primary_index=1)
+    assert pillow_heif.open_heif(io.BytesIO(buffer.getvalue())).primary_index == 1
+    out = decode_image(buffer.getvalue())
+    _assert_rgb(out, 40, 48)
+    assert np.abs(out.astype(int) - BLUE).max() <= 4
+
+
+def test_heic_alpha_is_dropped() -> None:
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., :3] = (40, 120, 200)
+    out = decode_image(heic(Image.fromarray(rgba), quality=-1, chroma=444))
+    _assert_rgb(out, 32, 32)
+    assert np.abs(out.astype(int) - (40, 120, 200)).max() <= 3
+
+
+def test_heic_truncated_or_corrupt() -> None:
+    data = heic(_noise(64, 64))
+    for end in (20, 200, len(data) // 2, len(data) - 1):
+        _refused(data[:end], "truncated or corrupt")
+    # Damage anywhere: a picture or InvalidImageError, never anything else (libheif's own
+    # exceptions included).
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        damaged = bytearray(data)
+        damaged[int(rng.integers(0, len(data)))] ^= 0xFF
+        try:
+            assert decode_image(bytes(damaged)).ndim == 3
+        except InvalidImageError as exc:
+            assert "\n" not in str(exc)
+
+
+def _with_ispe(data: bytes, width: int, height: int) -> bytes:
+    """The HEIC with every image-size ('ispe') property claiming width x height."""
+    out = bytearray(data)
+    at = out.find(b"ispe")
+    while at != -1:
+        out[at + 8 : at + 16] = struct.pack(">II", width, height)  # after version and flags
+        at = out.find(b"ispe", at + 4)
+    return bytes(out)
+
+
+def test_heic_pixel_limit_is_checked_on_the_header() -> None:
+    data = heic(_noise(64, 64))
+    # The header claims 5000x5000 over 64x64 pixels of data: the limit, not the decoder, speaks.
+    _refused(_with_ispe(data, 5000, 5000), "limit", max_pixels=1_000_000)
+    _refused(_with_ispe(data, 100_000, 100_000), "too large", max_pixels=10**12)
+    _refused(data, "limit", max_pixels=4000)
+    # Within the limit, a header that disagrees with the pixels is damage.
+    _refused(_with_ispe(data, 32, 32), "truncated or corrupt")
+
+
+@pytest.mark.parametrize("major", [b"avif", b"mif1"])
+def test_avif_is_refused_by_name(major: bytes) -> None:
+    # A generic major brand with AVIF's among the compatible ones is AVIF all the same.
+    ftyp = struct.pack(">I", 28) + b"ftyp" + major + b"\x00" * 4 + b"avifmif1miaf"
+    message = _refused(ftyp + bytes(200), "unsupported image format 'AVIF'")
+    assert "HEIC" in message
+
+
+def test_pillow_heif_is_loaded_only_for_heif_bytes() -> None:
+    script = (
+        "import io, sys\n"
+        "from PIL import Image\n"
+        "from worker.liveportrait.imageio import decode_image\n"
+        "jpeg = io.BytesIO(); Image.new('RGB', (32, 32)).save(jpeg, 'JPEG'); decode_image(jpeg.getvalue())\n"
+        "before = 'pillow_heif' in sys.modules\n"
+        "decode_image(sys.stdin.buffer.read()); print(before, 'pillow_heif' in sys.modules)\n"
+    )
+    data = heic(Image.new("RGB", (32, 32)))
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=data, cwd=root, capture_output=True, check=True
+    )
+    assert done.stdout.split() == [b"False", b"True"]
