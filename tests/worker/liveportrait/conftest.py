@@ -38,3 +38,31 @@ def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def astronaut() -> np.ndarray:
     """The kit's portrait (skimage's astronaut, 512x512 RGB)."""
     return photo("astronaut")
+
+
+@pytest.fixture(scope="session")
+def face_standins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The face kit's seed-0 stand-ins for the three face ONNX files (< 2 MB, well under 1 s),
+    at face_files.py's paths under the returned folder."""
+    from worker.liveportrait.face_standins import write_face_standins
+
+    out = tmp_path_factory.mktemp("face-standins-seed0")
+    write_face_standins(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def kit_face_weights(
+    tmp_path_factory: pytest.TempPathFactory, kit_weights: Path, face_standins: Path
+) -> Path:
+    """A whole weights folder as the face kit's vectors were made with: the kit's seed-0
+    checkpoints and the seed-0 face stand-ins, linked (not copied) from the two fixtures above."""
+    from worker.liveportrait.face_files import FACE_FILES
+
+    out = tmp_path_factory.mktemp("kit-face-weights-seed0")
+    for folder in ("base_models", "retargeting_models"):
+        (out / folder).symlink_to(kit_weights / folder, target_is_directory=True)
+    for relative in FACE_FILES:
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        (out / relative).symlink_to(face_standins / relative)
+    return out
