@@ -3,6 +3,7 @@ clients send them (fal-protocol.md §5, §6.2), plus the limits, signatures and 
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,13 +11,15 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from api.fal_targets import local_target
 from core.config import Settings
 from storage.s3 import ObjectStore
 from storage.upload_sweep import sweep_once
-from tests.support.images import noise_png
+from tests.support.images import heic, noise_png
 from tests.support.limits import UPLOAD_MAX_BYTES
+from worker.image_probe import probe_image
 
 PART = 5 * 1024 * 1024  # S3's smallest part but the last
 
@@ -106,6 +109,29 @@ def test_cdn_token_upload_and_service_file_url(api: str) -> None:
     store = ObjectStore(Settings())
     assert store.key_from_url(access_url) == access_url.split("/files/", 1)[1]
     assert httpx.get(f"{api}/files/uploads/not-an-upload", timeout=30).status_code == 404
+
+
+def test_heic_from_a_phone_uploads_as_heic(api: str) -> None:
+    photo = heic(Image.open(io.BytesIO(noise_png(64))), orientation=6)
+    urls = _initiate(
+        api, "/storage/upload/initiate", {"file_name": "IMG_0001.HEIC", "content_type": "image/heic"}
+    )
+    put = httpx.put(urls["upload_url"], content=photo, headers={"Content-Type": "image/heic"}, timeout=30)
+    assert put.status_code == 200, put.text
+    fetched = httpx.get(urls["file_url"], timeout=30)
+    assert fetched.content == photo and fetched.headers["content-type"] == "image/heic"
+    # What the worker will make of the file: a HEIC it can read.
+    assert probe_image(fetched.content, max_pixels=10_000) == ("HEIC", 64, 64)
+
+    # The CDN route, unnamed: the content type names the file.
+    single = httpx.post(
+        f"{api}/files/upload", content=photo, headers={"Content-Type": "image/heif"}, timeout=30
+    )
+    assert single.status_code == 200, single.text
+    access_url = single.json()["access_url"]
+    assert access_url.split("?")[0].endswith("/upload.heif")
+    served = httpx.get(access_url, timeout=30, follow_redirects=True)
+    assert served.content == photo and served.headers["content-type"] == "image/heif"
 
 
 def test_sweep_deletes_expired_uploads(api: str) -> None:

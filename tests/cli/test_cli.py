@@ -3,6 +3,7 @@ with authentication on, real workers, PostgreSQL, Redis and S3."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.support.image_server import ImageServer
+from tests.support.images import heic
 from tests.support.keyed_api import keyed_api
 from tests.support.processes import BIN, free_port
 
@@ -85,6 +87,29 @@ def test_json_output_and_request_commands(
     assert result.returncode == 0 and saved.stat().st_size == body["image"]["file_size"]
     cancel = run("cancel", rid, key=key, url=base)
     assert cancel.returncode == 0 and "already completed" in cancel.stdout
+
+
+def test_edit_takes_a_heic_file_or_data_uri(
+    server: tuple[str, str], image_server: ImageServer, tmp_path: Path
+) -> None:
+    """A phone's HEIC, uploaded as image/heic, and the same bytes inline as a data URI: both run
+    through the API and a worker like a JPEG (EXIF orientation 6: the face is upright once turned)."""
+    base, key = server
+    with Image.open(image_server.root / "face.jpg") as face:
+        upright = face.crop((64, 0, 448, 512))  # 384 wide: a turn would show in the result's size
+    photo = heic(upright.transpose(Image.Transpose.ROTATE_90), orientation=6, quality=70)
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(photo)
+    uri = "data:image/heic;base64," + base64.b64encode(photo).decode()
+    for source in (str(path), uri):
+        done = run("edit", source, "--json", "-q", cwd=tmp_path, key=key, url=base)
+        assert done.returncode == 0, done.stderr
+        body = json.loads(done.stdout)
+        assert body["image"]["content_type"] == "image/jpeg"
+        with Image.open(tmp_path / body["output"]) as edited:
+            assert edited.format == "JPEG" and edited.size == (384, 512)
+        status = json.loads(run("status", body["request_id"], "--json", "--logs", key=key, url=base).stdout)
+        assert any(line["message"].startswith("input image: HEIC 384x512") for line in status["logs"])
 
 
 def test_friendly_one_line_errors(server: tuple[str, str], image_server: ImageServer) -> None:

@@ -9,10 +9,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.client import Config
+from worker.liveportrait.face_standins import write_face_standins
 
 from stack.servers import LocalStack
 from worker.liveportrait.engine import Engine
 from worker.liveportrait.errors import WeightsError
+from worker.liveportrait.face_files import FACE_FILES
 from worker.liveportrait.weights import ALL_FILES
 from worker.weights_sync import parse_s3_uri, sync_from_s3
 
@@ -58,3 +60,17 @@ def test_uri_must_be_s3() -> None:
     assert parse_s3_uri("s3://b/x/y/") == ("b", "x/y")
     with pytest.raises(WeightsError):
         parse_s3_uri("https://example.com/weights")
+
+
+def test_face_models_follow_when_the_bucket_has_them(client: Any, tiny_weights: Path, tmp_path: Path) -> None:
+    name = f"weights-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    onnx_dir = tmp_path / "standins"
+    write_face_standins(onnx_dir, seed=3)
+    for rel in ALL_FILES:
+        client.upload_file(str(tiny_weights / rel), name, f"lp/{rel}")
+    for rel in FACE_FILES:
+        client.upload_file(str(onnx_dir / rel), name, f"lp/{rel}")
+    dest = tmp_path / "dest"
+    assert sync_from_s3(f"s3://{name}/lp", dest, client) == [*ALL_FILES, *FACE_FILES]
+    assert Engine.load(dest, arch="tiny", device="cpu").faces.name == "official"

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.images import heic
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -42,6 +44,22 @@ def test_format_follows_the_extension(portrait: Path, tiny_weights_dir: Path, tm
     proc = run(str(portrait), str(out), "--weights", str(tiny_weights_dir), "--arch", "tiny")
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).format == "PNG"
+
+
+def test_edits_a_heic_from_a_phone(astronaut: np.ndarray, tiny_weights_dir: Path, tmp_path: Path) -> None:
+    # Stored on its side with EXIF orientation 6, as a phone held upright saves it: the default
+    # request (crop and paste-back) must find the face upright and answer at the upright size.
+    upright = astronaut[:, 64:448]
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(heic(np.ascontiguousarray(np.rot90(upright)), orientation=6))
+    out = tmp_path / "out.jpg"
+    proc = run(str(photo), str(out), "--weights", str(tiny_weights_dir), "--arch", "tiny")
+    assert proc.returncode == 0, proc.stderr
+    assert "width=384 height=512" in proc.stdout
+    with Image.open(out) as img:
+        assert img.format == "JPEG" and img.size == (384, 512)
+        # Outside the face the picture is the input's, the right way up.
+        assert np.abs(np.asarray(img, dtype=int)[-64:] - upright[-64:]).mean() < 12
 
 
 @pytest.mark.parametrize(
