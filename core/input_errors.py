@@ -48,7 +48,7 @@ class TooLarge(InputRejected):
 
 
 class InvalidImageError(InputRejected):
-    """The bytes are not a decodable image (JPEG, PNG, WebP), or are too large to decode safely."""
+    """The bytes are not a decodable image (JPEG, PNG, WebP, HEIC), or are too large to decode safely."""
 
     error_type = "image_load_error"
 

@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("image", help="a local portrait (JPEG, PNG or WebP)")
+    parser.add_argument("image", help="a local portrait (JPEG, PNG, WebP or HEIC)")
     parser.add_argument("output", help="where to write the edited image")
     parser.add_argument("--base", default=os.environ.get("PORTRAIT_QUEUE_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--key", default=os.environ.get("FAL_KEY", "anything:anything"))

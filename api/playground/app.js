@@ -141,9 +141,16 @@ function readParams() {
 
 // ---- file picking ----------------------------------------------------------------------------
 
+// Some browsers give a HEIC file (what phones take) no type at all: name it from its extension.
+function imageType(file) {
+  if (file.type) return file.type;
+  const extension = file.name.toLowerCase().split(".").pop();
+  return { heic: "image/heic", heif: "image/heif" }[extension] || "";
+}
+
 function useFile(file) {
-  if (!file || !file.type.startsWith("image/")) {
-    showError("Pick an image file (JPEG, PNG or WebP).");
+  if (!file || !imageType(file).startsWith("image/")) {
+    showError("Pick an image file (JPEG, PNG, WebP or HEIC).");
     return;
   }
   state.file = file;
@@ -205,14 +212,15 @@ function showStatus(status) {
 }
 
 async function upload(file) {
+  const type = imageType(file);
   const initiate = await api("/storage/upload/initiate", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ file_name: file.name, content_type: file.type }),
+    body: JSON.stringify({ file_name: file.name, content_type: type }),
   });
   const { upload_url: uploadUrl, file_url: fileUrl } = await initiate.json();
   // The upload URL is signed; the key is not needed (nor sent) for the PUT itself.
-  const put = await fetch(uploadUrl, { method: "PUT", headers: { "Content-Type": file.type }, body: file });
+  const put = await fetch(uploadUrl, { method: "PUT", headers: { "Content-Type": type }, body: file });
   if (!put.ok) throw new Error(`upload failed: ${await describeFailure(put)}`);
   return fileUrl;
 }

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +18,7 @@ from PIL import Image
 from core.db import session_scope
 from core.requests_table import get
 from tests.support.image_server import ImageServer
+from tests.support.images import heic
 from tests.support.keyed_api import keyed_api
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -122,4 +124,34 @@ def test_playground_edits_a_portrait(
         assert row is not None and abs(row.input["smile"] - smile) < 1e-6
     # Nothing was loaded from anywhere but this machine (no CDN, no fonts, no analytics).
     assert hosts <= {"127.0.0.1", "data:", "blob:"}, hosts
+    page.close()
+
+
+def test_a_heic_the_browser_gives_no_type_is_uploaded_as_heic(
+    server: tuple[str, str], browser: object, image_server: ImageServer
+) -> None:
+    from playwright.sync_api import Browser
+
+    assert isinstance(browser, Browser)
+    base, key = server
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(base + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.fill("#api-key", key)
+    page.click("#key-form button")
+    with Image.open(image_server.root / "face.jpg") as face:
+        photo = heic(face, quality=70)
+    # Browsers that cannot show HEIC give the file an empty type; the page names it from its extension.
+    page.set_input_files("#file-input", {"name": "IMG_0001.HEIC", "mimeType": "", "buffer": photo})
+    page.click("#submit")
+    page.wait_for_function(RESULT_READY, timeout=150_000)
+    assert page.inner_text("#error") == ""
+    request_id = page.get_attribute("body", "data-request-id")
+    assert request_id
+    with session_scope() as session:
+        row = get(session, uuid.UUID(request_id))
+        assert row is not None
+        image_url = row.input["image_url"]
+    uploaded = httpx.get(image_url, timeout=30)
+    assert uploaded.content == photo and uploaded.headers["content-type"] == "image/heic"
     page.close()
