@@ -2,6 +2,7 @@
 
     face_kit()["in1_dets"]      every carried array by its kit name (a read-only mapping)
     face_input("in2")           the kit's input images in1..in4 (HxWx3 uint8 RGB), rebuilt
+    limited("in4")              that input after the official 1280 input limit (what the stages see)
     decode_png(array)           a kit `*_png` array (PNG bytes in uint8) as HxWx3 uint8 RGB
 
 What is carried and what was left out (in1's 512 crop as PNG, in2's full paste-back): see
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -26,6 +28,8 @@ from tests.data import photo
 
 FACE_KIT_DIR = Path(__file__).resolve().parent
 INPUTS = ("in1", "in2", "in3", "in4")
+# LivePortrait loads a source with resize_to_limit(max_dim=1280, division=2).
+LIMIT_MAX_SIDE = 1280
 
 
 def decode_png(array: np.ndarray) -> np.ndarray:
@@ -81,6 +85,15 @@ def _in4(astronaut: np.ndarray) -> np.ndarray:
     return astronaut[rows][:, cols]
 
 
+def _sha256_checked(name: str, image: np.ndarray, kit_key: str) -> np.ndarray:
+    digest = hashlib.sha256(image.tobytes()).hexdigest()
+    expected = str(face_kit()[kit_key])
+    if digest != expected:
+        raise ValueError(f"{kit_key}: {name} {image.shape} has sha256 {digest}, the kit's is {expected}")
+    image.flags.writeable = False
+    return image
+
+
 @functools.lru_cache(maxsize=len(INPUTS))
 def _checked_input(name: str) -> np.ndarray:
     astronaut = photo("astronaut")
@@ -88,15 +101,35 @@ def _checked_input(name: str) -> np.ndarray:
     if name not in builders:
         raise KeyError(f"no face kit input {name!r}; there are {INPUTS}")
     image = np.ascontiguousarray(builders[name](astronaut), dtype=np.uint8)
-    digest = hashlib.sha256(image.tobytes()).hexdigest()
-    expected = str(face_kit()[f"{name}_input_sha256"])
-    if digest != expected:
-        raise ValueError(f"rebuilt {name} {image.shape} has sha256 {digest}, the kit's is {expected}")
-    image.flags.writeable = False
-    return image
+    return _sha256_checked(name, image, f"{name}_input_sha256")
 
 
 def face_input(name: str) -> np.ndarray:
     """The kit's input `name` (in1..in4) as HxWx3 uint8 RGB, checked against its sha256 (a
     ValueError if the carried photos no longer rebuild it); a fresh, writable copy each call."""
     return _checked_input(name).copy()
+
+
+@functools.lru_cache(maxsize=len(INPUTS))
+def _checked_limited(name: str) -> np.ndarray:
+    # Written from the kit README rather than taken from the engine, so that a test comparing the
+    # engine's limited image with this one is not comparing the engine with itself.
+    image = _checked_input(name)
+    height, width = image.shape[:2]
+    if max(height, width) > LIMIT_MAX_SIDE:
+        # The official expression order, side * (limit / long), truncated by int().
+        if height > width:
+            size = (int(width * (LIMIT_MAX_SIDE / height)), LIMIT_MAX_SIDE)
+        else:
+            size = (LIMIT_MAX_SIDE, int(height * (LIMIT_MAX_SIDE / width)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    # Then both sides are cut down to even numbers by dropping the last row or column.
+    even = np.ascontiguousarray(image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2])
+    return _sha256_checked(name, even, f"{name}_limited_sha256")
+
+
+def limited(name: str) -> np.ndarray:
+    """The kit's input `name` after the official input limit (bilinear down to a 1280 long side
+    when larger, then even sides): the image that detection, crop and paste-back work on. Checked
+    against the kit's `<name>_limited_sha256`; a fresh, writable copy each call."""
+    return _checked_limited(name).copy()

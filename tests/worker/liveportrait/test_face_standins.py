@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.data.face_kit import INPUTS, face_input, face_kit
+from tests.data.face_kit import INPUTS, face_input, face_kit, limited
 from worker.liveportrait.face_files import DETECTOR_FILE, FACE_FILES, LANDMARK106_FILE, LANDMARK203_FILE
 from worker.liveportrait.face_standins import write_face_standins
 
@@ -111,3 +111,13 @@ def test_rebuilt_inputs_match_the_kit(name: str) -> None:
     image = face_input(name)
     assert image.dtype == np.uint8 and image.shape == tuple(int(v) for v in face_kit()[f"{name}_input_shape"])
     assert hashlib.sha256(image.tobytes()).hexdigest() == str(face_kit()[f"{name}_input_sha256"])
+
+
+@pytest.mark.parametrize("name", INPUTS)
+def test_limited_inputs_match_the_kit(name: str) -> None:
+    image = limited(name)
+    kit = face_kit()
+    assert image.dtype == np.uint8 and image.shape == tuple(int(v) for v in kit[f"{name}_limited_shape"])
+    assert hashlib.sha256(image.tobytes()).hexdigest() == str(kit[f"{name}_limited_sha256"])
+    if f"{name}_limited_rows" in kit:  # in4, the one the limit resizes: its sampled rows too
+        assert np.array_equal(image[:: int(kit[f"{name}_limited_rows_step"])], kit[f"{name}_limited_rows"])
