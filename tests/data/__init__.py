@@ -27,7 +27,12 @@ def photo(name: str) -> np.ndarray:
 class KitVectors:
     """The kit's arrays by their kit names. Large tensors are kept as a subset: `expected(name)`
     gives (flat indices, values) for those, and `pick(name, array)` takes the same elements of an
-    array computed here, so one comparison covers both cases."""
+    array computed here, so one comparison covers both cases.
+
+    OpenCV: the kit's crops were made with OpenCV 5.x by mistake. `crop_img512_cv410` and
+    `input_crop256_cv410` are the same crops under OpenCV 4.10 (the official pin), the ones the
+    crop step is tested against; the 5.x `crop_img512` is not carried. `input_crop256` is the 5.x
+    one, kept because `input_tensor` (and so every network array of the kit) was made from it."""
 
     def __init__(self) -> None:
         with np.load(KIT_DIR / "vectors_seed0_subset.npz") as data:
@@ -39,7 +44,13 @@ class KitVectors:
                 name = key[: -len(".index")]
                 shape = tuple(int(s) for s in raw[f"{name}.shape"])
                 self.subsets[name] = (raw[key].astype(np.int64), raw[f"{name}.values"], shape)
-        for png in ("input_crop256", "crop_img512", "edit1_image_u8", "pasteback_image"):
+        for png in (
+            "input_crop256",
+            "crop_img512_cv410",
+            "input_crop256_cv410",
+            "edit1_image_u8",
+            "pasteback_image",
+        ):
             with Image.open(KIT_DIR / f"{png}.png") as img:
                 self.whole[png] = np.asarray(img.convert("RGB"))
         self.whole["source_image"] = photo("astronaut")

@@ -72,29 +72,57 @@ def test_crop_without_rotation_matches_official(kit: dict[str, np.ndarray]) -> N
     assert _rel_err(m_o2c, kit["crop_norot_scale2_vy0_M_o2c"]) < 1e-4
 
 
-def test_crop_image_matches_official(kit: dict[str, np.ndarray]) -> None:
+def test_crop_step_matches_official_opencv_410(kit: dict[str, np.ndarray]) -> None:
+    # The kit's own matrix through our warp: exactly OpenCV 4.10's crop (the official pin).
+    crop = warp_crop(kit["source_image"], kit["crop_M_o2c"], 512)
+    assert crop.shape == (512, 512, 3) and crop.dtype == np.uint8
+    np.testing.assert_array_equal(crop, kit["crop_img512_cv410"])
+
+
+def test_crop_matrix_is_the_kits_within_one_float32_step(kit: dict[str, np.ndarray]) -> None:
+    # The kit computed its matrix in numpy 2's float32 scalar arithmetic; crop_transform follows the
+    # official pin (numpy 1.x, entries widened to float64 and rounded, as the face kit confirms bit
+    # for bit). On these landmarks that moves one translation entry by one float32 step.
+    m_o2c, m_c2o = crop_transform(kit["crop_pt5"])
+    np.testing.assert_array_max_ulp(m_o2c.astype(np.float32), kit["crop_M_o2c"], maxulp=1)
+    np.testing.assert_array_max_ulp(m_c2o.astype(np.float32), kit["crop_M_c2o"], maxulp=2)
+
+
+def test_full_chain_to_the_512_crop(kit: dict[str, np.ndarray]) -> None:
     m_o2c, _ = crop_transform(kit["crop_pt5"])
     crop = warp_crop(kit["source_image"], m_o2c, 512)
-    assert crop.shape == (512, 512, 3) and crop.dtype == np.uint8
-    diff = np.abs(crop.astype(np.int16) - kit["crop_img512"].astype(np.int16))
-    assert diff.max() <= 1
-    # ±1 only from float32-vs-float64 matrices at rounding boundaries: a handful of pixels.
-    assert np.count_nonzero(diff) < 0.01 * diff.size
+    diff = np.abs(crop.astype(np.int16) - kit["crop_img512_cv410"].astype(np.int16))
+    # That 1.5e-5 px step crosses OpenCV 4.x's 1/32-pixel sample grid at a few places: those samples
+    # move by one grid step (at most 255/32 grey levels); everything else is exact.
+    assert diff.max() <= 8
+    assert np.count_nonzero(diff) < 1e-4 * diff.size
 
 
 def test_network_input_matches_official(kit: dict[str, np.ndarray]) -> None:
-    x = network_input(kit["crop_img512"])
+    x = network_input(kit["crop_img512_cv410"])
     assert x.shape == (1, 3, 256, 256) and x.dtype == np.float32 and x.flags.c_contiguous
-    np.testing.assert_allclose(x, kit["input_tensor"], atol=1e-6, rtol=0)
-    # The 256 crop itself: exact area resampling, channels kept in RGB order.
-    crop256 = np.rint(x[0].transpose(1, 2, 0) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(crop256, kit["input_crop256"])
+    # The 256 crop itself: exact area resampling, channels kept in RGB order, then / 255.
+    crop256 = kit["input_crop256_cv410"]
+    np.testing.assert_array_equal(x[0].transpose(1, 2, 0), crop256 / np.float32(255))
+    np.testing.assert_array_equal(np.rint(x[0].transpose(1, 2, 0) * 255).astype(np.uint8), crop256)
+
+
+def test_network_arrays_keep_the_kits_input_tensor(kit: dict[str, np.ndarray]) -> None:
+    # The kit's network vectors were computed from its (OpenCV 5.x) input_tensor, carried as
+    # input_crop256; it is a different crop from the 4.10 one, close to it.
+    assert kit["input_tensor"].shape == (1, 3, 256, 256)
+    np.testing.assert_array_equal(
+        kit["input_tensor"][0].transpose(1, 2, 0), kit["input_crop256"] / np.float32(255)
+    )
+    diff = np.abs(kit["input_crop256"].astype(np.int16) - kit["input_crop256_cv410"].astype(np.int16))
+    assert 0 < diff.max() <= 4
 
 
 def test_full_chain_to_network_input(kit: dict[str, np.ndarray]) -> None:
     m_o2c, _ = crop_transform(kit["crop_pt5"])
     x = network_input(warp_crop(kit["source_image"], m_o2c, 512))
-    assert float(np.abs(x - kit["input_tensor"]).max()) <= 1 / 255 + 1e-6
+    expected = kit["input_crop256_cv410"] / np.float32(255)
+    assert float(np.abs(x[0].transpose(1, 2, 0) - expected).max()) <= 1 / 255 + 1e-6
 
 
 def test_vx_ratio_is_honoured(kit: dict[str, np.ndarray]) -> None:
@@ -111,14 +139,15 @@ def test_vx_ratio_is_honoured(kit: dict[str, np.ndarray]) -> None:
         m_o2c, m_c2o = crop_transform(pts, vx_ratio=vx)
         np.testing.assert_allclose(m_o2c[:2, :2], m0_o2c[:2, :2], rtol=1e-12)  # same scale/rotation
         shift = _centre(m_c2o, dsize) - _centre(m0_c2o, dsize)
-        np.testing.assert_allclose(shift, ux * vx * side, atol=1e-9)
+        # float32 matrices (the official arithmetic): the centre is good to a few 1e-5 px.
+        np.testing.assert_allclose(shift, ux * vx * side, atol=1e-4)
 
 
 def test_inverse_pair() -> None:
     pts = _upright_face68() @ np.array([[0.9, 0.3], [-0.3, 0.9]]) + 37.0
     for rot in (True, False):
         m_o2c, m_c2o = crop_transform(pts, dsize=384, scale=2.5, vx_ratio=0.1, flag_do_rot=rot)
-        np.testing.assert_allclose(m_c2o @ m_o2c, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(m_c2o @ m_o2c, np.eye(3), atol=1e-5)  # a float32 inverse
         np.testing.assert_allclose(m_o2c[2], [0, 0, 1])
 
 
@@ -154,8 +183,9 @@ def test_rotated_face_is_cropped_upright(angle_deg: float) -> None:
     def apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
         return p @ m[:2, :2].T + m[:2, 2]
 
-    # Rotating the face in the image must not change where its points land in the crop.
-    np.testing.assert_allclose(apply(m_turned, turned), apply(m_up, pts), atol=1e-8)
+    # Rotating the face in the image must not change where its points land in the crop (up to the
+    # float32 arithmetic of the official matrices).
+    np.testing.assert_allclose(apply(m_turned, turned), apply(m_up, pts), atol=1e-3)
     # Without rotation the crop keeps the roll but not the centre/size: same scale, no off-diagonals.
     m_norot, _ = crop_transform(turned, flag_do_rot=False)
     assert m_norot[0, 1] == 0 and m_norot[1, 0] == 0
