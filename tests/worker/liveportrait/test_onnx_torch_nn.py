@@ -6,9 +6,11 @@ pad modes and the ONNX pads order, Resize's coordinate and rounding modes."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper
 
-from tests.worker.liveportrait.onnx_graphs import assert_matches_onnxruntime, case, f32, i64, randn
+from tests.worker.liveportrait.onnx_graphs import assert_matches_onnxruntime, case, f32, i64, model, randn
 
 X = randn(2, 4, 9, 11)
 W = randn(6, 4, 3, 3)
@@ -248,3 +250,81 @@ RESIZE = [
 @pytest.mark.parametrize(("built", "feeds", "exact"), CONV + POOL + NORM + PAD + RESIZE)
 def test_op_matches_onnxruntime(built, feeds, exact) -> None:
     assert_matches_onnxruntime(built, feeds, exact)
+
+
+def test_small_detector_graph_matches_onnxruntime() -> None:
+    """A graph in the shape of InsightFace's exports: an input BatchNormalization, Conv + BN +
+    ReLU/PRelu stages (a depthwise one), a ceil_mode AveragePool shortcut, an FPN upsampling by
+    nearest Resize (asymmetric, floor) cropped to a run-time Shape into an Add, and heads
+    flattened per anchor with Transpose and Reshape, plus a pooled Gemm head, in one model."""
+
+    def conv(
+        name: str, x: str, c_in: int, c_out: int, k: int, group: int = 1, **attrs: object
+    ) -> onnx.NodeProto:
+        inits[f"{name}_w"], inits[f"{name}_b"] = randn(c_out, c_in // group, k, k) * 0.3, randn(c_out)
+        return helper.make_node(
+            "Conv", [x, f"{name}_w", f"{name}_b"], [name], kernel_shape=[k, k], group=group, **attrs
+        )
+
+    def bn(name: str, x: str, c: int) -> onnx.NodeProto:
+        inits.update({f"{name}_s": randn(c), f"{name}_o": randn(c), f"{name}_m": randn(c)})
+        inits[f"{name}_v"] = np.abs(randn(c)) + 0.5
+        return helper.make_node(
+            "BatchNormalization", [x, *(f"{name}_{p}" for p in "somv")], [name], epsilon=1e-3
+        )
+
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        bn("bn_data", "x", 3),
+        conv("c1", "bn_data", 3, 8, 3, strides=[2, 2], pads=[1, 1, 1, 1]),
+        bn("c1_bn", "c1", 8),
+        helper.make_node("Relu", ["c1_bn"], ["r1"]),
+        conv("dw", "r1", 8, 8, 3, group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["dw", "slope"], ["p1"]),
+        conv("c2", "p1", 8, 16, 3, strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "AveragePool",
+            ["r1"],
+            ["down"],
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+            ceil_mode=1,
+            count_include_pad=0,
+        ),
+        conv("short", "down", 8, 16, 1),
+        helper.make_node("Add", ["c2", "short"], ["c2s"]),
+        conv("lat2", "c2s", 16, 8, 1),
+        helper.make_node(
+            "Resize",
+            ["lat2", "", "up_scales"],
+            ["up"],
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        ),
+        conv("lat1", "r1", 8, 8, 1),
+        # odd input sizes: crop the upsampled map to the lateral one's run-time size
+        helper.make_node("Shape", ["lat1"], ["hw"], start=2),
+        helper.make_node("Slice", ["up", "zeros2", "hw", "axes23"], ["up_cut"]),
+        helper.make_node("Add", ["lat1", "up_cut"], ["p3"]),
+        conv("head", "p3", 8, 2, 3, pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["head"], ["score_map"]),
+        helper.make_node("Transpose", ["score_map"], ["score_t"], perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["score_t", "rows"], ["scores"]),
+        helper.make_node("GlobalAveragePool", ["c2s"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["fc"], transB=1),
+    ]
+    inits.update(
+        {
+            "slope": randn(8, 1, 1),
+            "up_scales": f32(1, 1, 2, 2),
+            "rows": i64(-1, 1),
+            "zeros2": i64(0, 0),
+            "axes23": i64(2, 3),
+        }
+    )
+    inits.update({"fc_w": randn(10, 16), "fc_b": randn(10)})
+    x = randn(1, 3, 33, 47)  # odd sizes: the strided stages and the ceil_mode pool round differently
+    built = model(nodes, {"x": x}, ["scores", "fc"], inits, opset=15)
+    assert_matches_onnxruntime(built, {"x": x}, exact=False)
