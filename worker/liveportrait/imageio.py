@@ -26,6 +26,7 @@ from PIL import (
 from core.input_errors import InvalidImageError
 
 MIN_SIDE = 16
+_ORIENTATION = 0x0112  # the EXIF tag
 DEFAULT_MAX_PIXELS = 40_000_000
 
 # The only openers Pillow may run on upload bytes. HEIF (pillow-heif, on libheif) joins them only
@@ -214,7 +215,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                 # HEIF: libheif has already applied the file's rotation and mirroring (irot/imir,
                 # which phones write to match the EXIF orientation), and pillow-heif resets the
                 # EXIF tag to 1, so this cannot turn the picture twice.
-                upright = ImageOps.exif_transpose(img)
+                orientation = img.getexif().get(_ORIENTATION, 1)
+                # exif_transpose copies even an upright image: 50 ms of a 12 MP decode.
+                upright = ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
             except MemoryError:
                 raise
             except Exception:
