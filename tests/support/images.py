@@ -39,6 +39,9 @@ def heic(
     irot/imir transform too, as phone cameras do: the pixels are stored as given, turned on display."""
     import pillow_heif
 
+    if not pillow_heif.libheif_info()["HEIF"]:
+        # pillow-heif built from source against a system libheif may lack x265; its wheels have it.
+        raise RuntimeError("this libheif cannot encode HEIC: pip install --only-binary=:all: pillow-heif")
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     exif = None
