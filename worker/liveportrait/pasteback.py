@@ -26,17 +26,36 @@ def _official_mask() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def mask_template(size: int = NETWORK_OUTPUT_SIZE) -> np.ndarray:
-    """The paste-back mask as (size, size, 3) uint8, read-only (shared between calls)."""
+def _mask_grey(size: int) -> np.ndarray:
     if size <= 0:
         raise ValueError(f"mask size must be positive, got {size}")
     grey = _official_mask()
     if size != NETWORK_OUTPUT_SIZE:
         interp = cv2.INTER_AREA if size < NETWORK_OUTPUT_SIZE else cv2.INTER_LINEAR
         grey = cv2.resize(grey, (size, size), interpolation=interp)
-    mask = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    grey.setflags(write=False)
+    return grey
+
+
+@functools.lru_cache(maxsize=8)
+def mask_template(size: int = NETWORK_OUTPUT_SIZE) -> np.ndarray:
+    """The paste-back mask as (size, size, 3) uint8, read-only (shared between calls)."""
+    mask = np.ascontiguousarray(np.repeat(_mask_grey(size)[:, :, None], 3, axis=2))
     mask.setflags(write=False)
     return mask
+
+
+@functools.lru_cache(maxsize=8)
+def _opaque_square(size: int) -> tuple[int, int] | None:
+    """The template's square [lo, hi]^2 of pixels that are all 255, if any."""
+    grey = _mask_grey(size)
+    row = np.flatnonzero(grey[size // 2] == 255)
+    if row.size == 0:
+        return None
+    lo, hi = int(row[0]), int(row[-1])
+    if hi - lo + 1 != row.size or not (grey[lo : hi + 1, lo : hi + 1] == 255).all():
+        return None
+    return lo, hi
 
 
 def _window(m_c2o: np.ndarray, n: int, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -54,13 +73,78 @@ def _window(m_c2o: np.ndarray, n: int, width: int, height: int) -> tuple[int, in
     return x0, y0, x1, y1
 
 
+# cv2 4.x's bilinear warp samples at positions rounded to 1/32 px from 1/1024 px fixed point,
+# i.e. within 1/64 + 1/1024 px of the exact ones: a pixel whose exact source position is further
+# than this from a square's edge reads only pixels on its own side of that edge.
+_SAMPLE_SLACK = 0.05
+
+
+def _spans(inv: np.ndarray, rows: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per output row, the columns [start, stop) whose exact source position lies in [lo, hi]^2
+    (`inv` maps output pixels to source positions); float arrays, empty where start >= stop."""
+    start = np.full(rows.shape, -np.inf)
+    stop = np.full(rows.shape, np.inf)
+    for axis in (0, 1):
+        slope = inv[axis, 0]
+        offset = inv[axis, 1] * rows + inv[axis, 2]
+        if slope == 0.0:
+            inside = (offset >= lo) & (offset <= hi)
+            start = np.where(inside, start, np.inf)
+            continue
+        a, b = (lo - offset) / slope, (hi - offset) / slope
+        start = np.maximum(start, np.minimum(a, b))
+        stop = np.minimum(stop, np.maximum(a, b))
+    return np.ceil(start), np.floor(stop) + 1
+
+
+def _runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ranges [start, start + length) as one int64 array."""
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if ends.size else 0) + np.repeat(starts - (ends - lengths), lengths)
+
+
+def _band(inv: np.ndarray, n: int, win: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(row within the window, column) of every pixel whose mask value may lie strictly between
+    0 and 255: all the window's pixels but those certainly outside the crop and those certainly
+    inside the template's opaque square. A superset: the float blend is exact for 0 and 255 too."""
+    x0, y0, x1, y1 = win
+    rows = np.arange(y0, y1, dtype=np.float64)
+    # Outside [-1, n]^2 every neighbour a bilinear sample reads is the zero border.
+    outer_start, outer_stop = _spans(inv, rows, -1.0 - _SAMPLE_SLACK, n + _SAMPLE_SLACK)
+    first = np.clip(outer_start, x0, x1).astype(np.int64)
+    last = np.maximum(np.clip(outer_stop, x0, x1).astype(np.int64), first)
+    square = _opaque_square(n)
+    if square is None:
+        cut_start, cut_stop = last, last
+    else:
+        # A sample at a position in [lo, hi) reads only pixels of the opaque square [lo, hi].
+        inner_start, inner_stop = _spans(inv, rows, square[0] + _SAMPLE_SLACK, square[1] - _SAMPLE_SLACK)
+        cut_start = np.clip(inner_start, first, last).astype(np.int64)
+        cut_stop = np.clip(inner_stop, first, last).astype(np.int64)
+        empty = cut_start >= cut_stop
+        cut_start = np.where(empty, last, cut_start)
+        cut_stop = np.where(empty, last, cut_stop)
+    row_index = np.arange(y1 - y0, dtype=np.int64)
+    lengths = np.concatenate([cut_start - first, last - cut_stop])
+    starts = np.concatenate([first, cut_stop])
+    band_rows = np.repeat(np.concatenate([row_index, row_index]), lengths)
+    return band_rows, _runs(starts, lengths)
+
+
 def paste_back(
-    crop_out: np.ndarray, M_c2o: np.ndarray, original: np.ndarray, *, crop_size: int
+    crop_out: np.ndarray,
+    M_c2o: np.ndarray,
+    original: np.ndarray,
+    *,
+    crop_size: int,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Warp the network's square output back into `original` and blend it with the soft mask.
 
     `M_c2o` maps the coordinates of a crop_size x crop_size crop to the original image; the
-    network output (normally 512²) is rescaled onto that crop first. Output has the original's size.
+    network output (normally 512²) is rescaled onto that crop first. Output has the original's
+    size, and is byte for byte the official full-frame warp and blend. With `in_place` the result
+    is written into `original` (when C-contiguous) and returned, saving a full-frame copy.
     """
     if crop_out.dtype != np.uint8 or crop_out.ndim != 3 or crop_out.shape[2] != 3:
         raise ValueError(f"crop_out must be an NxNx3 uint8 array, got {crop_out.dtype} {crop_out.shape}")
@@ -76,36 +160,47 @@ def paste_back(
     k = crop_size / n
     m = np.asarray(M_c2o, dtype=np.float64) @ np.diag([k, k, 1.0])
 
-    result = original.copy()
+    result = original if in_place and original.flags.c_contiguous else original.copy()
     win = _window(m, n, width, height)
     if win is None:
         return result
-    # The warps run on the full frame, as the official code does: cv2 computes sampling positions
-    # in reduced precision relative to the output origin, so warping only a sub-window would move
-    # a few pixels by one grey level.
+    x0, y0, x1, y1 = win
+    # cv2.warpAffine inverts a forward matrix with exactly this function.
+    inv = cv2.invertAffineTransform(m[:2])
+    # Only rows y0..y1 and columns 0..x1 are warped; that equals the full-frame warp byte for byte
+    # (tests/worker/liveportrait/test_pasteback.py). cv2 4.x rounds a pixel's source position to
+    # 1/1024 px as two terms, one per output row and one per column, before the 1/32 px grid: an
+    # origin moved down by whole rows stays in the row term and changes nothing, but one moved
+    # right carries part of the column term into the row term, and the two roundings then differ
+    # by 1/1024 px at some pixels, which cross a 1/32 px step: up to 9 grey levels on the kit's
+    # decoded face (1.5 % of its values) in 200 random matrices.
+    strip = inv.copy()
+    strip[:, 2] += inv[:, 1] * y0
+    size = (x1, y1 - y0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    # One channel: the template's three are equal, and each is warped alike.
     mask = cv2.warpAffine(
-        mask_template(n),
-        m[:2],
-        (width, height),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
+        _mask_grey(n), strip, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
     face = cv2.warpAffine(
-        crop_out,
-        m[:2],
-        (width, height),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
+        crop_out, strip, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
     )
-    # The float blend is limited to the window: outside it the mask is exactly 0 and the blend
-    # would return the original unchanged, while full-frame float32 buffers cost GBs on big photos.
-    x0, y0, x1, y1 = win
-    alpha = mask[y0:y1, x0:x1].astype(np.float32) / np.float32(255.0)
-    blended = alpha * face[y0:y1, x0:x1] + (np.float32(1.0) - alpha) * original[y0:y1, x0:x1]
-    # Truncation to uint8 after clipping, as the official blend.
-    result[y0:y1, x0:x1] = np.clip(blended, 0, 255).astype(np.uint8)
+
+    # The official blend is a float32 one over the whole frame; where the mask is 0 it returns the
+    # original and where it is 255 the face, exactly, so only the band between needs the floats.
+    band_rows, band_cols = _band(inv, n, win)
+    if band_cols.size:
+        at_strip = band_rows * x1 + band_cols
+        at_result = (band_rows + y0) * width + band_cols
+        alpha = mask.reshape(-1).take(at_strip).astype(np.float32)[:, None] / np.float32(255.0)
+        pixels = result.reshape(-1, 3)
+        blended = alpha * face.reshape(-1, 3).take(at_strip, axis=0) + (
+            np.float32(1.0) - alpha
+        ) * pixels.take(at_result, axis=0)
+        # Truncation to uint8 after clipping, as the official blend.
+        pixels[at_result] = np.clip(blended, 0, 255).astype(np.uint8)
+    opaque = cv2.inRange(mask[:, x0:], 255, 255)
+    cv2.copyTo(face[:, x0:], opaque, result[y0:y1, x0:x1])
     return result
 
 
