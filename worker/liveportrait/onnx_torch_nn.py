@@ -219,6 +219,9 @@ def _edge_index(mode: str, n: int, begin: int, end: int) -> Tensor:
     return torch.where(i >= n, 2 * n - 2 - i, i)
 
 
+_TORCH_PAD_MODES = {"edge": "replicate", "reflect": "reflect", "wrap": "circular"}
+
+
 @op("Pad")
 def _pad(node: Node) -> Kernel:
     mode = node.str("mode", "constant")
@@ -239,6 +242,20 @@ def _pad(node: Node) -> Kernel:
             begin[a], end[a] = pads[i], pads[i + len(axes)]
         if mode == "constant":
             return F.pad(x, torch_pads(begin, end), value=value) if any(begin) or any(end) else x
+        padded = [a for a in range(x.dim()) if begin[a] or end[a]]
+        if not padded:
+            return x
+        # F.pad's own edge modes are much faster than gathering, where torch takes them: the last
+        # one to three axes of a tensor with one or two more, pads >= 0 and (reflect, wrap) < size.
+        trailing = x.dim() - padded[0]
+        limit = min(x.shape[padded[0] :]) - (mode == "reflect")
+        if (
+            trailing <= 3
+            and x.dim() - trailing in (1, 2)
+            and min(begin + end) >= 0
+            and max(begin + end) <= limit
+        ):
+            return F.pad(x, torch_pads(begin[padded[0] :], end[padded[0] :]), mode=_TORCH_PAD_MODES[mode])
         for a, (b, e) in enumerate(zip(begin, end, strict=True)):
             if b or e:
                 x = x.index_select(a, _edge_index(mode, x.shape[a], b, e).to(x.device))

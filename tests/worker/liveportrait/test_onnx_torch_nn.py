@@ -176,6 +176,14 @@ PAD = [
         "Pad", {"x": SMALL, "p": i64(0, 0, 2, 1, 0, 0, 1, 3)}, mode="wrap", opset=19, exact=True, tag="wrap"
     ),
     case(
+        "Pad",
+        {"x": SMALL, "p": i64(0, 0, 5, 1, 0, 0, 1, 7)},
+        mode="wrap",
+        opset=19,
+        exact=True,
+        tag="wrap-wide",
+    ),
+    case(
         "Pad", {"x": SMALL}, pads=[0, 0, 1, 2, 0, 0, 2, 1], value=-2.0, opset=9, exact=True, tag="attributes"
     ),
     case(
