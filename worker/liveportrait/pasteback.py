@@ -144,7 +144,8 @@ def paste_back(
     `M_c2o` maps the coordinates of a crop_size x crop_size crop to the original image; the
     network output (normally 512²) is rescaled onto that crop first. Output has the original's
     size, and is byte for byte the official full-frame warp and blend. With `in_place` the result
-    is written into `original` (when C-contiguous) and returned, saving a full-frame copy.
+    is written into `original` (when C-contiguous and writeable) and returned, saving a full-frame
+    copy.
     """
     if crop_out.dtype != np.uint8 or crop_out.ndim != 3 or crop_out.shape[2] != 3:
         raise ValueError(f"crop_out must be an NxNx3 uint8 array, got {crop_out.dtype} {crop_out.shape}")
@@ -160,7 +161,8 @@ def paste_back(
     k = crop_size / n
     m = np.asarray(M_c2o, dtype=np.float64) @ np.diag([k, k, 1.0])
 
-    result = original if in_place and original.flags.c_contiguous else original.copy()
+    writable = original.flags.c_contiguous and original.flags.writeable
+    result = original if in_place and writable else original.copy()
     win = _window(m, n, width, height)
     if win is None:
         return result

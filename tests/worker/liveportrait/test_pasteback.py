@@ -221,7 +221,7 @@ def test_in_place_writes_into_the_original() -> None:
     out = paste_back(crop, m_c2o, original, crop_size=512, in_place=True)
     assert out is original
     np.testing.assert_array_equal(out, expected)
-    # A view that is not C-contiguous is never written: the result is a new array.
+    # A view that is not C-contiguous is not written: the result is a new array.
     wide = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
     view = wide[:, 50:450]
     before = view.copy()
@@ -229,6 +229,11 @@ def test_in_place_writes_into_the_original() -> None:
     assert not np.shares_memory(out, wide)
     np.testing.assert_array_equal(view, before)
     np.testing.assert_array_equal(out, paste_back(crop, m_c2o, before, crop_size=512))
+    # Nor is a read-only array (decode_image's, over Pillow's bytes).
+    frozen = original.copy()
+    frozen.setflags(write=False)
+    out = paste_back(crop, m_c2o, frozen, crop_size=512, in_place=True)
+    assert out is not frozen and not np.shares_memory(out, frozen)
 
 
 def test_paste_back_rejects_bad_inputs() -> None:
