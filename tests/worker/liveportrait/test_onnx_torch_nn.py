@@ -252,6 +252,8 @@ RESIZE = [
     case("Resize", {"x": IMG, "s": f32(1, 1, 2, 2)}, opset=10, mode="linear", tag="opset10-linear"),
     case("Upsample", {"x": IMG, "s": f32(1, 1, 2, 3)}, opset=9, exact=True, tag="nearest"),
     case("Upsample", {"x": IMG, "s": f32(1, 1, 2, 1.5)}, opset=9, mode="linear", tag="linear"),
+    case("Upsample", {"x": IMG}, opset=8, scales=[1.0, 1.0, 2.0, 3.0], exact=True, tag="opset8-attribute"),
+    case("Upsample", {"x": IMG}, opset=8, scales=[1.0, 1.0, 2.0, 1.5], mode="linear", tag="opset8-linear"),
 ]
 
 
