@@ -274,16 +274,18 @@ def _best_ms(call: Callable[[], object], repeats: int = 10) -> float:
 
 
 def test_face_standins_timing(face_standins: Path) -> None:
-    """Printed, not asserted (run with -s): the best time per call on this CPU of the torch
-    runner and of onnxruntime, both at 2 threads."""
+    """Printed, not asserted (run with -s): the best time per call on this CPU of onnxruntime at
+    2 threads and of the torch runner at 2 and at 1 thread (torch's OpenMP threads wait long
+    for each other when the machine's cores are busy)."""
     torch_threads = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
         for relative, x in _standin_inputs(0).items():
             session, runner = _session(face_standins / relative), TorchOnnxModel(face_standins / relative)
             feeds = {session.get_inputs()[0].name: x}
-            ort_ms = _best_ms(partial(session.run, None, feeds))
-            torch_ms = _best_ms(partial(runner.run, feeds))
-            print(f"{relative}: onnxruntime {ort_ms:.2f} ms, torch {torch_ms:.2f} ms per call")
+            line = f"{relative}: onnxruntime {_best_ms(partial(session.run, None, feeds)):.2f} ms"
+            for threads in (2, 1):
+                torch.set_num_threads(threads)
+                line += f", torch/{threads} {_best_ms(partial(runner.run, feeds)):.2f} ms"
+            print(line + " per call")
     finally:
         torch.set_num_threads(torch_threads)
