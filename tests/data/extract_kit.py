@@ -7,8 +7,7 @@ KIT_DIR holds `vectors_seed0.npz` and `crop_cv410.npz`; SKIMAGE_DATA_DIR is scik
 SUBSET_SIZE elements at indices from `stratified_indices` (seed 0), which cover every index along
 every axis, so a change that touches any channel, row, column or depth slice is seen. The images
 that tests compare pixel by pixel with their geometry (the source, the crops, the paste-back,
-edit 1's decoded image, the network
-input) are kept whole as lossless PNG.
+edit 1's decoded image, the network input) are kept whole as lossless PNG.
 
 OpenCV: the kit's `crop_img512` (and `input_crop256`, `input_tensor` from it) were made with OpenCV
 5.x by mistake; the official code pins 4.10, whose bilinear warp samples on a 1/32-pixel grid.
