@@ -9,12 +9,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.client import Config
-from worker.liveportrait.face_standins import write_face_standins
 
 from stack.servers import LocalStack
 from worker.liveportrait.engine import Engine
 from worker.liveportrait.errors import WeightsError
 from worker.liveportrait.face_files import FACE_FILES
+from worker.liveportrait.face_standins import write_face_standins
 from worker.liveportrait.weights import ALL_FILES
 from worker.weights_sync import parse_s3_uri, sync_from_s3
 
