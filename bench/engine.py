@@ -4,7 +4,10 @@ Weights: the conformance kit's seed-0 checkpoints, regenerated once into .cache/
 own generator (worker/liveportrait/kit_weights.py). Portrait: the kit's astronaut (tests/data).
 
     python bench/engine.py [--runs 5] [--threads N] [--device auto|cpu|cuda] [--half] [--compile]
-                           [--batch 1,4,16]
+                           [--batch 1,4,16] [--cost-runs 7] [--cost-only] [--cost-weights DIR]
+
+Last, the CPU an edit costs outside the networks, stage by stage, on a 1 MP and a 12 MP JPEG
+(bench/engine_cost.py; --cost-only prints that table alone).
 
 With --half and/or --compile the script first prints that configuration's conformance error: its
 output against a plain float32 eager run of the same engine on the same input, and (with the kit)
@@ -31,6 +34,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import engine_cost  # noqa: E402
 from core.edit_params import EXPRESSION_FIELDS, EditParams  # noqa: E402
 from tests.data import kit_vectors, photo  # noqa: E402
 from worker.liveportrait.engine import BatchItem, Engine  # noqa: E402
@@ -188,7 +192,18 @@ def main() -> None:
         default=None,
         help="comma-separated batch sizes for the throughput table (1,4; 1,4,16 on cuda)",
     )
+    parser.add_argument("--cost-runs", type=int, default=7, help="edits per input for the cost table")
+    parser.add_argument("--cost-only", action="store_true", help="only the cost table outside the networks")
+    parser.add_argument(
+        "--cost-weights",
+        type=Path,
+        default=None,
+        help="a weights folder for the cost table (default: tiny stand-ins, dlib and the face kit's)",
+    )
     args = parser.parse_args()
+    if args.cost_only:
+        engine_cost.report(args.cost_weights, args.threads, args.cost_runs)
+        return
 
     engine = Engine.load(
         weights_dir(), device=args.device, half=args.half, threads=args.threads, compile_networks=args.compile
@@ -251,6 +266,7 @@ def main() -> None:
         f"repeated edit of the same portrait (prepared-portrait cache): {repeat:.3f} s, "
         f"saves {med['total'] - repeat:.3f} s ({100 * (1 - repeat / med['total']):.0f}%)"
     )
+    engine_cost.report(args.cost_weights, args.threads, args.cost_runs)
 
 
 if __name__ == "__main__":
