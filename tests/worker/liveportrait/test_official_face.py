@@ -220,7 +220,9 @@ def test_command_line_matches_the_kit_end_to_end(kit_face_weights: Path, kit: An
         "--weights",
         str(kit_face_weights),
     ]
-    subprocess.run([*cmd, "--device", "cpu", "--threads", "2", "--trace", str(trace_file)], check=True)
+    # --arch explicitly: the service fixtures may have left ENGINE_ARCH=tiny in the environment.
+    options = ["--arch", "full", "--device", "cpu", "--threads", "2", "--trace", str(trace_file)]
+    subprocess.run([*cmd, *options], check=True)
     with np.load(trace_file) as data:
         trace: dict[str, Any] = {key: data[key] for key in data.files}
     trace["raw_outputs"] = [trace[f"raw_outputs_{i}"] for i in range(9)]
