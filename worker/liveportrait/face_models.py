@@ -42,6 +42,9 @@ def _onnxruntime_net(path: Path, device: torch.device, threads: int | None) -> O
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    # Idle pool threads would otherwise spin after each call and take the cores from the next
+    # stage (the appearance network: 39 -> 129 ms of CPU after detection, BENCHMARKS.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers: list[str | tuple[str, dict[str, object]]] = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
