@@ -13,7 +13,6 @@ stage takes from a machine whose cores are shared; wall figures are `EditResult.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import statistics
 import time
@@ -36,7 +35,6 @@ from worker.liveportrait.testing import write_random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
-FACE_KIT = ROOT.parent / "shared" / "face-kit" / "make_face_standins.py"
 
 # (label, width, height): 4:3 like a phone camera; 1200x900 is 1.08 MP.
 SIZES = (("1 MP", 1200, 900), ("12 MP", 4000, 3000))
@@ -80,19 +78,9 @@ class Setup:
 
 
 def _face_standins(dest: Path) -> bool:
-    """Writes the face kit's seed-0 stand-in ONNX files into dest; False when no generator is at
-    hand. The project's own generator first, the kit's script otherwise."""
-    try:
-        from worker.liveportrait.face_standins import write_face_standins  # type: ignore[import-not-found]
-    except ImportError:
-        if not FACE_KIT.is_file():
-            return False
-        spec = importlib.util.spec_from_file_location("make_face_standins", FACE_KIT)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.write_standins(dest, 0)
-        return True
+    """Writes the face kit's seed-0 stand-in ONNX files into dest (the project's own generator)."""
+    from worker.liveportrait.face_standins import write_face_standins
+
     write_face_standins(dest, seed=0)
     return True
 
